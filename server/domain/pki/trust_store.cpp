@@ -1,0 +1,552 @@
+#include "server/domain/pki/trust_store.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <exception>
+#include <new>
+
+namespace otahub::pki {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+// Upper-case hex without separators, so "fa:16:bc" and "FA16BC" name the same thing.
+std::string normalize_hex(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (const char c : text) {
+        if (c == ':' || c == ' ') {
+            continue;
+        }
+        out.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+    }
+    return out;
+}
+
+std::string normalize_serial(std::string_view decimal) {
+    const auto first = decimal.find_first_not_of('0');
+    return first == std::string_view::npos ? std::string("0") : std::string(decimal.substr(first));
+}
+
+std::string revoked_serial_key(std::string_view issuer_ski, std::string_view serial) {
+    std::string key(issuer_ski);
+    key.push_back('/');
+    key.append(serial);
+    return key;
+}
+
+std::string fingerprint_of(X509* cert) {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+    unsigned int length = 0;
+    if (X509_digest(cert, EVP_sha1(), digest.data(), &length) != 1) {
+        return {};
+    }
+    return to_hex_upper({digest.data(), length});
+}
+
+std::string key_id_hex(const ASN1_OCTET_STRING* id) {
+    if (id == nullptr) {
+        return {};
+    }
+    return to_hex_upper(
+        {ASN1_STRING_get0_data(id), static_cast<std::size_t>(ASN1_STRING_length(id))});
+}
+
+std::string serial_decimal(X509* cert) {
+    BignumPtr number{ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr)};
+    if (!number) {
+        return {};
+    }
+    char* text = BN_bn2dec(number.get());
+    if (text == nullptr) {
+        return {};
+    }
+    std::string result(text);
+    OPENSSL_free(text);
+    return result;
+}
+
+int store_ex_index() {
+    static const int index = X509_STORE_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+struct Classified {
+    VerifyStatus status;
+    int x509_error;
+};
+
+// Maps OpenSSL's verification error to our reason and the code whose alert the client should get.
+Classified classify(int error) {
+    switch (error) {
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        case X509_V_ERR_CERT_UNTRUSTED:
+            return {VerifyStatus::kUnknownCa, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY};
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+            return {VerifyStatus::kExpired, X509_V_ERR_CERT_HAS_EXPIRED};
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            return {VerifyStatus::kNotYetValid, X509_V_ERR_CERT_NOT_YET_VALID};
+        case X509_V_ERR_INVALID_PURPOSE:
+            return {VerifyStatus::kInvalidPurpose, X509_V_ERR_INVALID_PURPOSE};
+        case X509_V_ERR_CERT_REVOKED:
+            return {VerifyStatus::kRevoked, X509_V_ERR_CERT_REVOKED};
+        case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+        case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+            return {VerifyStatus::kBadSignature, error};
+        case X509_V_OK:
+            // X509_verify_cert failed without saying why: an internal failure.
+            return {VerifyStatus::kUnavailable, X509_V_ERR_UNSPECIFIED};
+        default:
+            return {VerifyStatus::kInvalidCertificate, error};
+    }
+}
+
+}  // namespace
+
+std::string_view to_string(VerifyStatus status) {
+    switch (status) {
+        case VerifyStatus::kOk:
+            return "ok";
+        case VerifyStatus::kUnknownCa:
+            return "unknown_ca";
+        case VerifyStatus::kExpired:
+            return "expired";
+        case VerifyStatus::kNotYetValid:
+            return "not_yet_valid";
+        case VerifyStatus::kInvalidPurpose:
+            return "invalid_purpose";
+        case VerifyStatus::kRevoked:
+            return "revoked";
+        case VerifyStatus::kDeviceDisabled:
+            return "device_disabled";
+        case VerifyStatus::kBadSignature:
+            return "bad_signature";
+        case VerifyStatus::kInvalidCertificate:
+            return "invalid_certificate";
+        case VerifyStatus::kUnavailable:
+            return "unavailable";
+    }
+    return "unknown";
+}
+
+// ---- TrustSnapshot ----
+
+TrustSnapshot::TrustSnapshot() = default;
+TrustSnapshot::~TrustSnapshot() = default;
+
+std::shared_ptr<const TrustSnapshot> TrustSnapshot::empty() { return build(TrustInputs{}); }
+
+std::shared_ptr<const TrustSnapshot> TrustSnapshot::build(const TrustInputs& inputs) {
+    std::shared_ptr<TrustSnapshot> snapshot{new TrustSnapshot};
+    snapshot->store_.reset(X509_STORE_new());
+    if (!snapshot->store_) {
+        throw std::bad_alloc{};
+    }
+    const OpensslErrorScope errors;
+    X509_STORE* store = snapshot->store_.get();
+    X509_STORE_set_ex_data(store, store_ex_index(), snapshot.get());
+    X509_STORE_set_verify_cb(store, &TrustSnapshot::on_verify_error);
+    X509_STORE_set_check_revocation(store, &TrustSnapshot::check_revocation);
+
+    snapshot->anchors_.reserve(inputs.cas.size());
+    for (const RegisteredCa& ca : inputs.cas) {
+        const unsigned char* cursor = ca.der.data();
+        X509Ptr cert{ca.der.empty() ? nullptr
+                                    : d2i_X509(nullptr, &cursor, static_cast<long>(ca.der.size()))};
+        if (!cert || cursor != ca.der.data() + ca.der.size()) {
+            snapshot->skipped_ca_ids_.push_back(ca.id);
+            continue;
+        }
+        if (!ca.active) {
+            continue;
+        }
+        std::string fingerprint = fingerprint_of(cert.get());
+        if (fingerprint.empty() || snapshot->anchor_by_fingerprint_.contains(fingerprint)) {
+            continue;  // the same certificate twice: the first registration wins
+        }
+        if (X509_STORE_add_cert(store, cert.get()) != 1) {
+            snapshot->skipped_ca_ids_.push_back(ca.id);
+            continue;
+        }
+        std::string ski = key_id_hex(X509_get0_subject_key_id(cert.get()));
+        snapshot->anchor_by_fingerprint_.emplace(std::move(fingerprint), snapshot->anchors_.size());
+        snapshot->anchors_.push_back(Anchor{ca, std::move(cert), std::move(ski)});
+    }
+
+    for (const std::string& fingerprint : inputs.revoked_fingerprints) {
+        snapshot->revoked_fingerprints_.insert(normalize_hex(fingerprint));
+    }
+    for (const RevokedSerial& revoked : inputs.revoked_serials) {
+        snapshot->revoked_serials_.insert(revoked_serial_key(normalize_hex(revoked.issuer_ski),
+                                                             normalize_serial(revoked.serial)));
+    }
+    for (const DisabledDevice& device : inputs.disabled_devices) {
+        snapshot->disabled_devices_.emplace(device.org_id, device.identifier);
+    }
+    return snapshot;
+}
+
+const TrustSnapshot* TrustSnapshot::from_store(X509_STORE_CTX* ctx) {
+    X509_STORE* store = X509_STORE_CTX_get0_store(ctx);
+    if (store == nullptr) {
+        return nullptr;
+    }
+    return static_cast<const TrustSnapshot*>(X509_STORE_get_ex_data(store, store_ex_index()));
+}
+
+const TrustSnapshot::Anchor* TrustSnapshot::anchor_for(X509* cert) const {
+    const auto found = anchor_by_fingerprint_.find(fingerprint_of(cert));
+    return found == anchor_by_fingerprint_.end() ? nullptr : &anchors_[found->second];
+}
+
+std::optional<int> TrustSnapshot::deepest_anchor(STACK_OF(X509) * chain) const {
+    // Index 0 is the peer's own certificate: never its own trust anchor, even if it is a
+    // registered CA.
+    const int length = chain == nullptr ? 0 : sk_X509_num(chain);
+    for (int i = 1; i < length; ++i) {
+        if (anchor_for(sk_X509_value(chain, i)) != nullptr) {
+            return i;
+        }
+    }
+    return std::nullopt;
+}
+
+bool TrustSnapshot::is_revoked(X509* cert, X509* issuer) const {
+    if (!revoked_fingerprints_.empty() && revoked_fingerprints_.contains(fingerprint_of(cert))) {
+        return true;
+    }
+    if (revoked_serials_.empty()) {
+        return false;
+    }
+    // The issuer's SKI names the issuing CA; fall back on the certificate's AKI without one.
+    std::string issuer_ski = key_id_hex(X509_get0_subject_key_id(issuer));
+    if (issuer_ski.empty()) {
+        issuer_ski = key_id_hex(X509_get0_authority_key_id(cert));
+    }
+    return !issuer_ski.empty() &&
+           revoked_serials_.contains(revoked_serial_key(issuer_ski, serial_decimal(cert)));
+}
+
+// Installed as the store's verify callback: OpenSSL reports each problem here and stops at the
+// first one we do not forgive.
+int TrustSnapshot::on_verify_error(int ok, X509_STORE_CTX* ctx) {
+    if (ok == 1) {
+        return 1;
+    }
+    const TrustSnapshot* self = from_store(ctx);
+    if (self == nullptr) {
+        return 0;
+    }
+    const auto anchor = self->deepest_anchor(X509_STORE_CTX_get0_chain(ctx));
+    if (!anchor) {
+        return 0;
+    }
+    const int depth = X509_STORE_CTX_get_error_depth(ctx);
+    // Certificates above the deepest registered CA are not part of the trust decision: that CA
+    // is the anchor, whatever OpenSSL found above it (say, an expired registered root).
+    if (depth > *anchor) {
+        return 1;
+    }
+    if (depth != *anchor) {
+        return 0;
+    }
+    switch (X509_STORE_CTX_get_error(ctx)) {
+        case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+        case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+            // The anchor's own signature, by whatever is above it, does not matter.
+            return 1;
+        case X509_V_ERR_CERT_HAS_EXPIRED: {
+            const Anchor* registered =
+                self->anchor_for(sk_X509_value(X509_STORE_CTX_get0_chain(ctx), *anchor));
+            return registered != nullptr && !registered->ca.check_expiration ? 1 : 0;
+        }
+        default:
+            return 0;
+    }
+}
+
+// Installed as the store's revocation check (OpenSSL calls it after building the chain, before
+// checking signatures and times, where a CRL check would run).
+int TrustSnapshot::check_revocation(X509_STORE_CTX* ctx) {
+    const TrustSnapshot* self = from_store(ctx);
+    STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx);
+    if (self == nullptr || chain == nullptr) {
+        return 1;
+    }
+    const int length = sk_X509_num(chain);
+    const int anchor = self->deepest_anchor(chain).value_or(length - 1);
+    for (int i = 0; i < anchor; ++i) {
+        X509* cert = sk_X509_value(chain, i);
+        if (!self->is_revoked(cert, sk_X509_value(chain, i + 1))) {
+            continue;
+        }
+        X509_STORE_CTX_set_error(ctx, X509_V_ERR_CERT_REVOKED);
+        X509_STORE_CTX_set_error_depth(ctx, i);
+        X509_STORE_CTX_set_current_cert(ctx, cert);
+        if (X509_STORE_CTX_get_verify_cb(ctx)(0, ctx) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+VerifyResult TrustSnapshot::verify(X509* leaf, STACK_OF(X509) * untrusted, Clock::time_point now,
+                                   X509StackPtr* verified_chain) const {
+    VerifyResult result;
+    if (leaf == nullptr) {
+        result.status = VerifyStatus::kInvalidCertificate;
+        result.x509_error = X509_V_ERR_UNSPECIFIED;
+        return result;
+    }
+    const OpensslErrorScope errors;
+    result.leaf = read_certificate_facts(leaf);
+
+    X509StoreCtxPtr ctx{X509_STORE_CTX_new()};
+    if (!ctx || X509_STORE_CTX_init(ctx.get(), store_.get(), leaf, untrusted) != 1) {
+        result.status = VerifyStatus::kUnavailable;
+        result.x509_error = X509_V_ERR_UNSPECIFIED;
+        return result;
+    }
+    X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx.get());
+    X509_VERIFY_PARAM_set_time(param, Clock::to_time_t(now));
+    X509_VERIFY_PARAM_set_depth(param, kMaxVerifyDepth);
+    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_PARTIAL_CHAIN);
+    X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT);
+
+    const int verified = X509_verify_cert(ctx.get());
+    if (verified != 1) {
+        const Classified classified = classify(X509_STORE_CTX_get_error(ctx.get()));
+        result.status = classified.status;
+        result.x509_error = classified.x509_error;
+        result.error_depth = std::max(0, X509_STORE_CTX_get_error_depth(ctx.get()));
+        return result;
+    }
+
+    STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(ctx.get());
+    const auto anchor_depth = deepest_anchor(chain);
+    const Anchor* anchor = anchor_depth ? anchor_for(sk_X509_value(chain, *anchor_depth)) : nullptr;
+    if (anchor == nullptr) {
+        // Only a registered CA can anchor, so OpenSSL cannot succeed without one; stay safe.
+        result.status = VerifyStatus::kUnknownCa;
+        result.x509_error = X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
+        return result;
+    }
+    result.ca =
+        MatchedCa{anchor->ca.id, anchor->ca.org_id, anchor->ca.jitp, anchor->ski, *anchor_depth};
+    if (!result.leaf) {
+        result.status = VerifyStatus::kInvalidCertificate;
+        result.x509_error = X509_V_ERR_UNSPECIFIED;
+        return result;
+    }
+    if (disabled_devices_.contains({anchor->ca.org_id, result.leaf->common_name})) {
+        result.status = VerifyStatus::kDeviceDisabled;
+        result.x509_error = X509_V_ERR_CERT_REJECTED;
+        return result;
+    }
+    result.status = VerifyStatus::kOk;
+    result.x509_error = X509_V_OK;
+    if (verified_chain != nullptr) {
+        verified_chain->reset(X509_STORE_CTX_get1_chain(ctx.get()));
+    }
+    return result;
+}
+
+// ---- TrustStore ----
+
+TrustStore::TrustStore() : current_(TrustSnapshot::empty()) {}
+
+std::shared_ptr<const TrustSnapshot> TrustStore::current() const {
+    const std::lock_guard lock{mutex_};
+    return current_;
+}
+
+void TrustStore::replace(std::shared_ptr<const TrustSnapshot> next) {
+    if (!next) {
+        return;
+    }
+    // `next` leaves holding the old snapshot, which it frees (if last) after the lock is gone.
+    const std::lock_guard lock{mutex_};
+    current_.swap(next);
+}
+
+std::function<std::shared_ptr<const TrustSnapshot>()> TrustStore::provider() const {
+    return [this] { return current(); };
+}
+
+// ---- TLS integration ----
+
+namespace {
+
+struct VerificationConfig {
+    std::function<std::shared_ptr<const TrustSnapshot>()> current_snapshot;
+    ClientVerificationOptions options;
+};
+
+void free_config(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/, long /*argl*/,
+                 void* /*argp*/) {
+    delete static_cast<VerificationConfig*>(ptr);
+}
+
+void free_result(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/, long /*argl*/,
+                 void* /*argp*/) {
+    delete static_cast<VerifyResult*>(ptr);
+}
+
+// SSL_dup copies ex_data pointers; give the copy its own result so each SSL frees its own.
+int dup_result(CRYPTO_EX_DATA* /*to*/, const CRYPTO_EX_DATA* /*from*/, void** from_d, int /*idx*/,
+               long /*argl*/, void* /*argp*/) {
+    auto* source = static_cast<VerifyResult*>(*from_d);
+    if (source == nullptr) {
+        return 1;
+    }
+    try {
+        *from_d = new VerifyResult(*source);
+        return 1;
+    } catch (const std::bad_alloc&) {
+        *from_d = nullptr;
+        return 0;
+    }
+}
+
+int ctx_ex_index() {
+    static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, free_config);
+    return index;
+}
+
+int ssl_ex_index() {
+    static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, dup_result, free_result);
+    return index;
+}
+
+void remember(SSL* ssl, VerifyResult result) {
+    if (ssl == nullptr) {
+        return;
+    }
+    auto stored = std::make_unique<VerifyResult>(std::move(result));
+    delete static_cast<VerifyResult*>(SSL_get_ex_data(ssl, ssl_ex_index()));
+    if (SSL_set_ex_data(ssl, ssl_ex_index(), stored.get()) == 1) {
+        stored.release();
+    } else {
+        SSL_set_ex_data(ssl, ssl_ex_index(), nullptr);
+    }
+}
+
+Refusal refusal_of(const VerifyResult& result) {
+    Refusal refusal;
+    refusal.reason = result.status;
+    refusal.x509_error = result.x509_error;
+    if (result.leaf) {
+        refusal.serial = result.leaf->serial;
+        refusal.common_name = result.leaf->common_name;
+        refusal.issuer = result.leaf->issuer;
+        refusal.fingerprint = result.leaf->fingerprint;
+    }
+    return refusal;
+}
+
+VerifyResult internal_failure() {
+    VerifyResult result;
+    result.status = VerifyStatus::kUnavailable;
+    result.x509_error = X509_V_ERR_UNSPECIFIED;
+    return result;
+}
+
+// OpenSSL's certificate verification callback: runs our verification instead of
+// X509_verify_cert and reports the outcome through the store context OpenSSL gave us.
+int verify_client_certificate(X509_STORE_CTX* store_ctx, void* arg) {
+    const auto* config = static_cast<const VerificationConfig*>(arg);
+    auto* ssl = static_cast<SSL*>(
+        X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+
+    VerifyResult result;
+    X509StackPtr chain;
+    // Exceptions must not cross OpenSSL's C frames: any failure here refuses the handshake.
+    try {
+        std::shared_ptr<const TrustSnapshot> snapshot;
+        if (config != nullptr && config->current_snapshot) {
+            snapshot = config->current_snapshot();
+        }
+        if (snapshot) {
+            const auto now = config->options.clock ? config->options.clock() : Clock::now();
+            result = snapshot->verify(X509_STORE_CTX_get0_cert(store_ctx),
+                                      X509_STORE_CTX_get0_untrusted(store_ctx), now, &chain);
+        } else {
+            result = internal_failure();
+            if (X509* leaf = X509_STORE_CTX_get0_cert(store_ctx); leaf != nullptr) {
+                result.leaf = read_certificate_facts(leaf);
+            }
+        }
+    } catch (const std::exception&) {
+        result = internal_failure();
+    }
+
+    if (result.ok()) {
+        X509_STORE_CTX_set_error(store_ctx, X509_V_OK);
+        if (chain) {
+            X509_STORE_CTX_set0_verified_chain(store_ctx, chain.release());
+        }
+    } else {
+        X509_STORE_CTX_set_error(store_ctx, result.x509_error);
+        X509_STORE_CTX_set_error_depth(store_ctx, result.error_depth);
+    }
+    const bool accepted = result.ok();
+    try {
+        if (!accepted && config != nullptr && config->options.on_refusal) {
+            const Refusal refusal = refusal_of(result);
+            remember(ssl, std::move(result));
+            config->options.on_refusal(refusal);
+        } else {
+            remember(ssl, std::move(result));
+        }
+    } catch (...) {
+        // A throwing hook or a failed allocation changes nothing: the decision above stands,
+        // and no exception may unwind through OpenSSL's frames.
+        return accepted ? 1 : 0;
+    }
+    return accepted ? 1 : 0;
+}
+
+}  // namespace
+
+void install_client_verification(
+    SSL_CTX* ctx, std::function<std::shared_ptr<const TrustSnapshot>()> current_snapshot,
+    ClientVerificationOptions options) {
+    if (ctx == nullptr) {
+        return;
+    }
+    auto config = std::make_unique<VerificationConfig>(
+        VerificationConfig{std::move(current_snapshot), std::move(options)});
+    const int mode = SSL_VERIFY_PEER |
+                     (config->options.require_certificate ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+    // The context owns the configuration through its ex_data (freed with the context).
+    auto* previous = static_cast<VerificationConfig*>(SSL_CTX_get_ex_data(ctx, ctx_ex_index()));
+    if (SSL_CTX_set_ex_data(ctx, ctx_ex_index(), config.get()) != 1) {
+        throw std::bad_alloc{};
+    }
+    delete previous;
+    SSL_CTX_set_cert_verify_callback(ctx, verify_client_certificate, config.release());
+    SSL_CTX_set_verify(ctx, mode, nullptr);
+    // A resumed session or a renegotiation would skip this verification (and with it a
+    // revocation or a disabled device published since): every connection verifies afresh.
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(ctx, 0);
+}
+
+std::optional<VerifyResult> verification_result(const SSL* ssl) {
+    if (ssl == nullptr) {
+        return std::nullopt;
+    }
+    const auto* stored = static_cast<const VerifyResult*>(SSL_get_ex_data(ssl, ssl_ex_index()));
+    if (stored == nullptr) {
+        return std::nullopt;
+    }
+    return *stored;
+}
+
+}  // namespace otahub::pki

@@ -1,0 +1,241 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "server/domain/pki/certificate.hpp"
+#include "server/domain/pki/openssl_ptr.hpp"
+
+namespace otahub::pki {
+
+/// Longest chain of intermediates accepted above a device certificate (as `s_server -Verify 4`).
+inline constexpr int kMaxVerifyDepth = 4;
+
+/// A CA certificate an organisation registered, as the handshake needs it (a `ca_certificates`
+/// row).
+struct RegisteredCa {
+    /// Database id of the CA.
+    std::int64_t id = 0;
+    /// Organisation that registered it.
+    std::int64_t org_id = 0;
+    /// Serial in decimal (informational; the certificate itself comes from `der`).
+    std::string serial{};
+    /// Subject Key Identifier in upper-case hex (informational).
+    std::string ski{};
+    /// Inactive CAs are left out of the snapshot: their devices get `unknown_ca`.
+    bool active = true;
+    /// Whether an expired CA refuses its devices; NervesHub ignores CA expiry unless asked.
+    bool check_expiration = true;
+    /// Whether the CA has a just-in-time provisioning profile.
+    bool jitp = false;
+    /// The CA certificate in DER.
+    std::vector<std::uint8_t> der{};
+};
+
+/// A revoked certificate named by its issuer's key identifier and its serial.
+struct RevokedSerial {
+    /// Upper-case hex SKI of the issuing CA (the revoked certificate's AKI); colons are ignored.
+    std::string issuer_ski{};
+    /// Serial in decimal.
+    std::string serial{};
+};
+
+/// A device refused at the handshake: organisation and identifier (the certificate's CN).
+struct DisabledDevice {
+    /// Organisation owning the device.
+    std::int64_t org_id = 0;
+    /// Device identifier, compared with the leaf's subject CN.
+    std::string identifier{};
+};
+
+/// Everything one trust snapshot is built from.
+struct TrustInputs {
+    /// Registered CAs, active or not.
+    std::vector<RegisteredCa> cas{};
+    /// Revoked certificates by SHA-1 fingerprint of their DER (upper-case hex; colons ignored).
+    std::vector<std::string> revoked_fingerprints{};
+    /// Revoked certificates by issuer SKI and serial.
+    std::vector<RevokedSerial> revoked_serials{};
+    /// Devices refused even with a good certificate.
+    std::vector<DisabledDevice> disabled_devices{};
+};
+
+/// The outcome class of a client-certificate verification.
+enum class VerifyStatus {
+    kOk,                  ///< chain ends at an active registered CA
+    kUnknownCa,           ///< no active registered CA above the certificate
+    kExpired,             ///< a certificate of the chain has expired
+    kNotYetValid,         ///< a certificate of the chain is not valid yet
+    kInvalidPurpose,      ///< an extendedKeyUsage without clientAuth
+    kRevoked,             ///< the leaf or a device-sent intermediate is revoked
+    kDeviceDisabled,      ///< the device (org, CN) is disabled
+    kBadSignature,        ///< a signature in the chain does not verify
+    kInvalidCertificate,  ///< anything else wrong with the certificates
+    kUnavailable,         ///< no trust snapshot or an internal failure (NervesHub's
+                          ///< `platform_unavailable`)
+};
+
+/// A stable snake_case name for a status (for logs and metrics).
+std::string_view to_string(VerifyStatus status);
+
+/// The registered CA a verified chain ends at.
+struct MatchedCa {
+    /// Database id of the CA.
+    std::int64_t id = 0;
+    /// Organisation that registered it.
+    std::int64_t org_id = 0;
+    /// Whether it has a just-in-time provisioning profile.
+    bool jitp = false;
+    /// Its Subject Key Identifier, upper-case hex.
+    std::string ski{};
+    /// Its position in the verified chain (1 = the leaf's issuer).
+    int depth = 0;
+};
+
+/// The result of verifying one client certificate chain.
+struct VerifyResult {
+    /// What happened.
+    VerifyStatus status = VerifyStatus::kUnavailable;
+    /// The `X509_V_ERR_*` code that makes OpenSSL send the matching alert; `X509_V_OK` on success.
+    int x509_error = X509_V_OK;
+    /// Chain position of the offending certificate (0 = leaf); 0 on success.
+    int error_depth = 0;
+    /// The registered CA the chain ends at; set on success (and for a disabled device).
+    std::optional<MatchedCa> ca{};
+    /// Facts of the leaf certificate, when it could be read.
+    std::optional<CertificateFacts> leaf{};
+
+    /// Whether the certificate is accepted.
+    bool ok() const { return status == VerifyStatus::kOk; }
+};
+
+/// What the refusal hook learns about each refused handshake.
+struct Refusal {
+    /// Why it was refused.
+    VerifyStatus reason = VerifyStatus::kUnavailable;
+    /// The `X509_V_ERR_*` code set for OpenSSL.
+    int x509_error = X509_V_OK;
+    /// Leaf serial in decimal (empty when the leaf could not be read).
+    std::string serial{};
+    /// Leaf subject CN.
+    std::string common_name{};
+    /// Leaf issuer, one RFC 2253 line.
+    std::string issuer{};
+    /// Leaf SHA-1 fingerprint.
+    std::string fingerprint{};
+};
+
+/// An immutable picture of trust for the TLS handshake: registered CAs as trust anchors
+/// (partial chains allowed, so a registered intermediate anchors), revocations and disabled
+/// devices. Build it off the I/O threads, share it as `shared_ptr<const TrustSnapshot>` and
+/// replace it whole when CAs or revocations change. `verify` is safe to call from any number of
+/// threads at once: the `X509_STORE` is filled once in `build` and only read afterwards, which
+/// OpenSSL 3 supports (its lookups take the store's own lock).
+class TrustSnapshot {
+  public:
+    /// Builds a snapshot; CAs whose DER does not parse are skipped and listed in
+    /// `skipped_ca_ids()`. Throws `std::bad_alloc` only.
+    static std::shared_ptr<const TrustSnapshot> build(const TrustInputs& inputs);
+    /// A snapshot that trusts nothing.
+    static std::shared_ptr<const TrustSnapshot> empty();
+
+    TrustSnapshot(const TrustSnapshot&) = delete;
+    TrustSnapshot& operator=(const TrustSnapshot&) = delete;
+    ~TrustSnapshot();
+
+    /// Verifies `leaf` with the chain the peer sent (may include the leaf, may be null) at time
+    /// `now` for TLS client use (a leaf without EKU is fine; with an EKU it needs clientAuth).
+    /// On success the result names the deepest (closest to the leaf) active registered CA of the
+    /// chain. When `verified_chain` is given, it receives the verified chain on success.
+    VerifyResult verify(X509* leaf, STACK_OF(X509) * untrusted,
+                        std::chrono::system_clock::time_point now,
+                        X509StackPtr* verified_chain = nullptr) const;
+
+    /// Number of CAs acting as trust anchors (active and readable).
+    std::size_t trusted_ca_count() const { return anchors_.size(); }
+    /// Ids of registered CAs left out because their DER did not parse.
+    const std::vector<std::int64_t>& skipped_ca_ids() const { return skipped_ca_ids_; }
+
+  private:
+    struct Anchor {
+        RegisteredCa ca;
+        X509Ptr cert;
+        std::string ski;
+    };
+
+    TrustSnapshot();
+
+    const Anchor* anchor_for(X509* cert) const;
+    std::optional<int> deepest_anchor(STACK_OF(X509) * chain) const;
+    bool is_revoked(X509* cert, X509* issuer) const;
+
+    static int on_verify_error(int ok, X509_STORE_CTX* ctx);
+    static int check_revocation(X509_STORE_CTX* ctx);
+    static const TrustSnapshot* from_store(X509_STORE_CTX* ctx);
+
+    X509StorePtr store_;
+    std::vector<Anchor> anchors_;
+    std::unordered_map<std::string, std::size_t> anchor_by_fingerprint_;
+    std::unordered_set<std::string> revoked_fingerprints_;
+    std::unordered_set<std::string> revoked_serials_;
+    std::set<std::pair<std::int64_t, std::string>> disabled_devices_;
+    std::vector<std::int64_t> skipped_ca_ids_;
+};
+
+/// Holds the current snapshot and swaps it atomically; readers keep the snapshot they got alive.
+/// Thread-safe.
+class TrustStore {
+  public:
+    /// Starts with a snapshot that trusts nothing.
+    TrustStore();
+
+    /// The snapshot in force now.
+    std::shared_ptr<const TrustSnapshot> current() const;
+    /// Puts `next` in force for handshakes that start from now on; null is ignored.
+    void replace(std::shared_ptr<const TrustSnapshot> next);
+    /// A provider for `install_client_verification`; this store must outlive the TLS context.
+    std::function<std::shared_ptr<const TrustSnapshot>()> provider() const;
+
+  private:
+    mutable std::mutex mutex_;
+    std::shared_ptr<const TrustSnapshot> current_;
+};
+
+/// How `install_client_verification` treats peers.
+struct ClientVerificationOptions {
+    /// Refuse a handshake without a client certificate (`certificate_required` in TLS 1.3);
+    /// false lets shared-secret devices use the same listener.
+    bool require_certificate = true;
+    /// Called on the handshake's thread for every refused certificate; keep it cheap. Exceptions
+    /// it throws are dropped (the refusal stands).
+    std::function<void(const Refusal&)> on_refusal{};
+    /// The verification clock; null means `std::chrono::system_clock::now`.
+    std::function<std::chrono::system_clock::time_point()> clock{};
+};
+
+/// Makes `ctx` verify client certificates against `current_snapshot()` (read once per handshake):
+/// `SSL_VERIFY_PEER` (plus `SSL_VERIFY_FAIL_IF_NO_PEER_CERT` when required), a certificate
+/// verification callback that sets the `X509_V_ERR_*` matching each refusal so OpenSSL sends the
+/// right alert, and no session resumption or renegotiation, so every connection is verified
+/// against the current snapshot. Call before the context is shared; the settings live as long as
+/// `ctx`. Throws `std::bad_alloc` only.
+void install_client_verification(
+    SSL_CTX* ctx, std::function<std::shared_ptr<const TrustSnapshot>()> current_snapshot,
+    ClientVerificationOptions options = {});
+
+/// The verification result stored on `ssl` during its handshake (success or refusal); nullopt
+/// when no client certificate was verified.
+std::optional<VerifyResult> verification_result(const SSL* ssl);
+
+}  // namespace otahub::pki
