@@ -2,23 +2,136 @@
 
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <pqxx/pqxx>
 #include <regex>
+
+#include "db/tx.hpp"
 
 namespace otahub::db {
 namespace {
 
 std::mutex g_statements_mutex;
-std::vector<Statement>& statements() {
+std::vector<Statement>& registered_statements() {
     static std::vector<Statement> all;
     return all;
 }
 
 constexpr auto kAcquireTimeout = std::chrono::seconds(10);
 
+std::string constraint_message(const pqxx::unique_violation& e) {
+    std::string message = e.what();
+    std::smatch m;
+    static const std::regex kKey{R"(Key \(([^)]*)\)=)"};
+    if (std::regex_search(message, m, kKey)) {
+        std::string key = m[1].str();
+        static const std::regex kLower{R"(lower\((\w+)\))"};
+        key = std::regex_replace(key, kLower, "$1");
+        return "already exists: " + key;
+    }
+    return "already exists";
+}
+
+[[noreturn]] void rethrow_sql_error(const pqxx::sql_error& e) {
+    const std::string& state = e.sqlstate();
+    // Class 08: connection exception; 57P: operator intervention (shutdown, crash recovery).
+    if (state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0) {
+        throw Unavailable(std::string("database unavailable: ") + e.what());
+    }
+    if (state == "23503") throw ApiError(ErrorCode::kConflict, "still referenced by other records");
+    if (state == "22P02" || state == "22003" || state == "22001" || state == "22021") {
+        throw ApiError(ErrorCode::kUnprocessable, "invalid value");
+    }
+    spdlog::error("database error sqlstate={} what={}", state, e.what());
+    throw ApiError(ErrorCode::kInternal, "internal database error");
+}
+
 }  // namespace
 
-Database::Database(std::string url, std::size_t pool_size)
-    : url_(std::move(url)), pool_size_(pool_size == 0 ? 1 : pool_size) {}
+struct Database::Impl {
+    std::string url;
+    std::size_t pool_size;
+    std::mutex mutex;
+    std::condition_variable available;
+    std::vector<std::unique_ptr<pqxx::connection>> idle;
+    std::size_t open = 0;
+    std::chrono::nanoseconds wait_total{0};
+
+    std::unique_ptr<pqxx::connection> connect() const {
+        try {
+            auto conn = std::make_unique<pqxx::connection>(url);
+            std::vector<Statement> copy;
+            {
+                std::lock_guard lock{g_statements_mutex};
+                copy = registered_statements();
+            }
+            for (const auto& statement : copy) conn->prepare(statement.name, statement.sql);
+            return conn;
+        } catch (const pqxx::broken_connection& e) {
+            throw Unavailable(std::string("database unavailable: ") + e.what());
+        }
+    }
+
+    std::unique_ptr<pqxx::connection> acquire() {
+        auto started = std::chrono::steady_clock::now();
+        std::unique_lock lock{mutex};
+        if (!available.wait_for(lock, kAcquireTimeout,
+                                [&] { return !idle.empty() || open < pool_size; })) {
+            throw Unavailable("database pool exhausted");
+        }
+        wait_total += std::chrono::steady_clock::now() - started;
+        if (!idle.empty()) {
+            auto conn = std::move(idle.back());
+            idle.pop_back();
+            if (conn->is_open()) return conn;
+            --open;
+        }
+        ++open;
+        lock.unlock();
+        try {
+            return connect();
+        } catch (...) {
+            release(nullptr);
+            throw;
+        }
+    }
+
+    void release(std::unique_ptr<pqxx::connection> conn) {
+        std::lock_guard lock{mutex};
+        if (conn && conn->is_open()) {
+            idle.push_back(std::move(conn));
+        } else {
+            --open;
+        }
+        available.notify_one();
+    }
+};
+
+namespace {
+
+/// Returns the connection to the pool when the scope ends (dropping it when broken).
+class Lease {
+public:
+    explicit Lease(Database::Impl& pool) : pool_(pool), conn_(pool.acquire()) {}
+    ~Lease() { pool_.release(broken_ ? nullptr : std::move(conn_)); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    pqxx::connection& operator*() { return *conn_; }
+    void mark_broken() { broken_ = true; }
+
+private:
+    Database::Impl& pool_;
+    std::unique_ptr<pqxx::connection> conn_;
+    bool broken_ = false;
+};
+
+}  // namespace
+
+Database::Database(std::string url, std::size_t pool_size) : impl_(std::make_unique<Impl>()) {
+    impl_->url = std::move(url);
+    impl_->pool_size = pool_size == 0 ? 1 : pool_size;
+}
 
 Database::~Database() = default;
 
@@ -26,133 +139,68 @@ void Database::register_statements(const std::vector<Statement>& list) {
     std::lock_guard lock{g_statements_mutex};
     for (const auto& statement : list) {
         bool known = false;
-        for (const auto& existing : statements()) {
+        for (const auto& existing : registered_statements()) {
             if (existing.name == statement.name) known = true;
         }
-        if (!known) statements().push_back(statement);
+        if (!known) registered_statements().push_back(statement);
     }
 }
 
-std::unique_ptr<pqxx::connection> Database::connect() const {
-    try {
-        auto conn = std::make_unique<pqxx::connection>(url_);
-        std::vector<Statement> copy;
-        {
-            std::lock_guard lock{g_statements_mutex};
-            copy = statements();
-        }
-        for (const auto& statement : copy) {
-            conn->prepare(statement.name, statement.sql);
-        }
-        return conn;
-    } catch (const pqxx::broken_connection& e) {
-        throw Unavailable(std::string("database unavailable: ") + e.what());
-    }
-}
-
-Database::Lease::~Lease() {
-    if (owner != nullptr) owner->release(std::move(conn), broken);
-}
-
-Database::Lease Database::acquire() {
-    auto started = std::chrono::steady_clock::now();
-    std::unique_lock lock{mutex_};
-    bool open_new = false;
-    if (!available_.wait_for(lock, kAcquireTimeout,
-                             [&] { return !idle_.empty() || open_ < pool_size_; })) {
-        throw Unavailable("database pool exhausted");
-    }
-    Lease lease;
-    lease.owner = this;
-    if (!idle_.empty()) {
-        lease.conn = std::move(idle_.back());
-        idle_.pop_back();
-    } else {
-        ++open_;
-        open_new = true;
-    }
-    wait_total_ += std::chrono::steady_clock::now() - started;
-    lock.unlock();
-    if (open_new) {
+void Database::run(const std::function<void(Tx&)>& fn) {
+    for (int attempt = 0;; ++attempt) {
+        Lease lease{*impl_};
         try {
-            lease.conn = connect();
-        } catch (...) {
-            lease.owner = nullptr;
-            release(nullptr, true);
-            throw;
+            pqxx::work work{*lease};
+            Tx tx{work};
+            fn(tx);
+            work.commit();
+            return;
+        } catch (const pqxx::serialization_failure&) {
+            if (attempt >= 1) throw Unavailable("database serialization conflict, retry later");
+        } catch (const pqxx::deadlock_detected&) {
+            if (attempt >= 1) throw Unavailable("database deadlock, retry later");
+        } catch (const pqxx::broken_connection& e) {
+            lease.mark_broken();
+            throw Unavailable(std::string("database unavailable: ") + e.what());
+        } catch (const pqxx::in_doubt_error& e) {
+            lease.mark_broken();
+            throw Unavailable(std::string("database commit in doubt: ") + e.what());
+        } catch (const pqxx::unique_violation& e) {
+            throw Conflict(constraint_message(e));
+        } catch (const pqxx::sql_error& e) {
+            if (!(*lease).is_open()) lease.mark_broken();
+            rethrow_sql_error(e);
         }
-    } else if (!lease.conn->is_open()) {
-        lease.conn = connect();
     }
-    return lease;
 }
 
-void Database::release(std::unique_ptr<pqxx::connection> conn, bool broken) {
-    std::lock_guard lock{mutex_};
-    if (broken || !conn || !conn->is_open()) {
-        --open_;
-    } else {
-        idle_.push_back(std::move(conn));
-    }
-    available_.notify_one();
+void Database::execute_script(const std::string& sql) {
+    run([&](Tx& tx) { tx->exec(sql); });
 }
 
-void Database::check_connection(Lease& lease) {
-    if (lease.conn && !lease.conn->is_open()) lease.broken = true;
-}
-
-void Database::with_connection(const std::function<void(pqxx::connection&)>& fn) {
-    Lease lease = acquire();
+bool Database::ping() {
     try {
-        fn(*lease.conn);
-    } catch (const pqxx::broken_connection& e) {
-        lease.broken = true;
-        throw Unavailable(std::string("database unavailable: ") + e.what());
-    } catch (const pqxx::unique_violation& e) {
-        throw Conflict(constraint_message(e));
-    } catch (const pqxx::sql_error& e) {
-        check_connection(lease);
-        rethrow_sql_error(e);
+        auto conn = impl_->connect();
+        pqxx::nontransaction tx{*conn};
+        tx.exec("SELECT 1");
+        return true;
+    } catch (const std::exception&) {
+        return false;
     }
-}
-
-std::string Database::constraint_message(const pqxx::unique_violation& e) {
-    // The constraint names of our migrations end in the column that collided, e.g. products_org_id_name_key.
-    std::string message = e.what();
-    std::smatch m;
-    static const std::regex kKey{R"(Key \(([^)]*)\)=)"};
-    if (std::regex_search(message, m, kKey)) {
-        return "already exists: " + m[1].str();
-    }
-    return "already exists";
-}
-
-void Database::rethrow_sql_error(const pqxx::sql_error& e) {
-    const std::string& state = e.sqlstate();
-    // Class 08: connection exception; 57P: operator intervention (admin shutdown, crash recovery).
-    if (state.rfind("08", 0) == 0 || state.rfind("57P", 0) == 0) {
-        throw Unavailable(std::string("database unavailable: ") + e.what());
-    }
-    if (state == "23503") {
-        throw ApiError(ErrorCode::kConflict, "still referenced by other records");
-    }
-    if (state == "22P02" || state == "22003" || state == "22001") {
-        throw ApiError(ErrorCode::kUnprocessable, "invalid value");
-    }
-    spdlog::error("database error sqlstate={} query={} what={}", state, e.query(), e.what());
-    throw ApiError(ErrorCode::kInternal, "internal database error");
 }
 
 std::string Database::redacted_url() const {
     static const std::regex kPassword{R"((://[^:/@]*:)[^@]*@)"};
-    std::string redacted = std::regex_replace(url_, kPassword, "$1***@");
+    std::string redacted = std::regex_replace(impl_->url, kPassword, "$1***@");
     static const std::regex kPasswordParam{R"(password=[^ &]*)"};
     return std::regex_replace(redacted, kPasswordParam, "password=***");
 }
 
+const std::string& Database::url() const { return impl_->url; }
+
 std::chrono::nanoseconds Database::total_wait() const {
-    std::lock_guard lock{mutex_};
-    return wait_total_;
+    std::lock_guard lock{impl_->mutex};
+    return impl_->wait_total;
 }
 
 }  // namespace otahub::db

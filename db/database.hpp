@@ -1,12 +1,11 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <pqxx/pqxx>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -32,7 +31,9 @@ struct Statement {
     std::string sql;
 };
 
-/// A fixed-size pool of libpqxx connections with blocking, transactional access.
+class Tx;  // a transaction; defined in db/tx.hpp, used only by repositories
+
+/// A fixed-size pool of PostgreSQL connections with blocking, transactional access.
 /// Thread-safe; call only from database worker threads, never from I/O threads.
 class Database {
 public:
@@ -41,80 +42,41 @@ public:
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
 
-    /// Registers statements prepared on every connection (call before the first query).
+    /// Registers statements prepared on every new connection (call before the first query).
     static void register_statements(const std::vector<Statement>& statements);
 
-    /// Runs `fn(pqxx::work&)` in a transaction and commits; retries once on a serialization
-    /// failure; translates pqxx errors into Unavailable / Conflict / ApiError(500).
+    /// Runs `fn` in a transaction and commits; retries once on a serialization failure;
+    /// translates driver errors into Unavailable / Conflict / ApiError.
+    void run(const std::function<void(Tx&)>& fn);
+
+    /// Like run(), returning fn's result.
     template <class F>
-    auto transact(F&& fn) -> decltype(fn(std::declval<pqxx::work&>())) {
-        using Result = decltype(fn(std::declval<pqxx::work&>()));
-        for (int attempt = 0;; ++attempt) {
-            Lease lease = acquire();
-            try {
-                pqxx::work tx{*lease.conn};
-                if constexpr (std::is_void_v<Result>) {
-                    fn(tx);
-                    tx.commit();
-                    return;
-                } else {
-                    Result result = fn(tx);
-                    tx.commit();
-                    return result;
-                }
-            } catch (const pqxx::serialization_failure&) {
-                if (attempt >= 1) throw Unavailable("database serialization conflict, retry later");
-            } catch (const pqxx::deadlock_detected&) {
-                if (attempt >= 1) throw Unavailable("database deadlock, retry later");
-            } catch (const pqxx::broken_connection& e) {
-                lease.broken = true;
-                throw Unavailable(std::string("database unavailable: ") + e.what());
-            } catch (const pqxx::unique_violation& e) {
-                throw Conflict(constraint_message(e));
-            } catch (const pqxx::sql_error& e) {
-                check_connection(lease);
-                rethrow_sql_error(e);
-            }
+    auto transact(F&& fn) -> std::invoke_result_t<F, Tx&> {
+        using Result = std::invoke_result_t<F, Tx&>;
+        if constexpr (std::is_void_v<Result>) {
+            run(std::forward<F>(fn));
+        } else {
+            std::optional<Result> result;
+            run([&](Tx& tx) { result.emplace(fn(tx)); });
+            return std::move(*result);
         }
     }
 
-    /// Runs `fn(pqxx::connection&)` outside a transaction (LISTEN, migrations, admin work).
-    void with_connection(const std::function<void(pqxx::connection&)>& fn);
+    /// Runs a plain SQL script outside the pool's statement cache (tests, admin tools).
+    void execute_script(const std::string& sql);
+    /// True when a trivial query succeeds within a short time.
+    bool ping();
 
     /// Connection string without the password, for logs.
     std::string redacted_url() const;
-    const std::string& url() const { return url_; }
-    /// Time callers spent waiting for a free connection, total (for metrics).
+    const std::string& url() const;
+    /// Time callers spent waiting for a free connection, in total.
     std::chrono::nanoseconds total_wait() const;
 
-    /// Opens a new connection with the registered statements prepared.
-    std::unique_ptr<pqxx::connection> connect() const;
+    struct Impl;
 
 private:
-    struct Lease {
-        Database* owner = nullptr;
-        std::unique_ptr<pqxx::connection> conn;
-        bool broken = false;
-        Lease() = default;
-        Lease(Lease&&) = default;
-        Lease& operator=(Lease&&) = delete;
-        Lease(const Lease&) = delete;
-        ~Lease();
-    };
-
-    Lease acquire();
-    void release(std::unique_ptr<pqxx::connection> conn, bool broken);
-    static void check_connection(Lease& lease);
-    static std::string constraint_message(const pqxx::unique_violation& e);
-    [[noreturn]] static void rethrow_sql_error(const pqxx::sql_error& e);
-
-    std::string url_;
-    std::size_t pool_size_;
-    mutable std::mutex mutex_;
-    std::condition_variable available_;
-    std::vector<std::unique_ptr<pqxx::connection>> idle_;
-    std::size_t open_ = 0;
-    std::chrono::nanoseconds wait_total_{0};
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace otahub::db

@@ -1,0 +1,56 @@
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "db/database.hpp"
+#include "db/repositories/accounts_repository.hpp"
+#include "server/app/config.hpp"
+#include "server/http/router.hpp"
+
+namespace otahub::api {
+
+/// What REST handlers need; owned by the App, outlives the router.
+struct ApiContext {
+    db::Database& db;
+    const Config& config;
+    /// Readiness probe beyond the database (listeners up, migrations current).
+    std::function<std::optional<std::string>()> not_ready_reason;
+};
+
+/// The authenticated user of a request.
+struct Principal {
+    db::UserRow user;
+};
+
+/// The org a request is scoped to, and the caller's role there.
+struct OrgScope {
+    db::OrgRow org;
+    Role role = Role::kView;
+};
+
+/// Reads the bearer token (`Authorization: Bearer t` or `token t`) and loads its user; 401 if
+/// missing or unknown.
+Principal authenticate(db::Tx& tx, const http::Request& request);
+
+/// Loads the org named in the request for the principal: 404 when it does not exist or the
+/// user is not a member (names do not leak), 403 when the role is below `minimum`.
+OrgScope require_org(db::Tx& tx, const Principal& principal, const std::string& org_name,
+                     Role minimum);
+
+/// Body helpers: `{"key": {...}}` or the fields at the top level (NervesHub accepts both).
+nlohmann::json unwrap(const nlohmann::json& body, const char* key);
+/// A required non-empty string field, or a 422 naming it.
+std::string required_string(const nlohmann::json& object, const char* field);
+/// An optional string field (422 when present but not a string).
+std::optional<std::string> optional_string(const nlohmann::json& object, const char* field);
+
+/// Route registration, one function per resource file.
+void register_health_routes(http::Router& router, ApiContext& ctx);
+void register_user_routes(http::Router& router, ApiContext& ctx);
+void register_org_routes(http::Router& router, ApiContext& ctx);
+void register_product_routes(http::Router& router, ApiContext& ctx);
+
+}  // namespace otahub::api

@@ -1,0 +1,65 @@
+#pragma once
+
+// The one header that pulls in Asio and Beast. Include it only from server/net, server/device,
+// server/events and server/app translation units, never from headers that domain code includes.
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+
+namespace otahub::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = boost::asio::ssl;
+using tcp = boost::asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+constexpr auto kAsTuple = asio::as_tuple(asio::use_awaitable);
+
+/// True for the ways a peer normally goes away (EOF, reset, TLS truncation, timeout, cancel):
+/// these are logged at debug level, anything else as a warning.
+bool is_benign_disconnect(const boost::system::error_code& ec);
+
+/// Runs `fn` on the worker pool (where blocking database calls are allowed) and resumes the
+/// calling coroutine on its own executor with fn's result, rethrowing fn's exception.
+template <class F>
+awaitable<std::invoke_result_t<F>> run_blocking(asio::thread_pool& pool, F fn) {
+    using Result = std::invoke_result_t<F>;
+    using Slot = std::conditional_t<std::is_void_v<Result>, bool, std::optional<Result>>;
+    auto executor = co_await asio::this_coro::executor;
+    auto [error, slot] = co_await asio::async_initiate<decltype(kAsTuple),
+                                                       void(std::exception_ptr, Slot)>(
+        [&pool, executor](auto handler, F work) {
+            asio::post(pool, [handler = std::move(handler), work = std::move(work),
+                              executor]() mutable {
+                std::exception_ptr failure;
+                Slot value{};
+                try {
+                    if constexpr (std::is_void_v<Result>) {
+                        work();
+                        value = true;
+                    } else {
+                        value.emplace(work());
+                    }
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                auto target = asio::get_associated_executor(handler, executor);
+                asio::post(target, [handler = std::move(handler), failure,
+                                    value = std::move(value)]() mutable {
+                    std::move(handler)(failure, std::move(value));
+                });
+            });
+        },
+        kAsTuple, std::move(fn));
+    if (error) std::rethrow_exception(error);
+    if constexpr (!std::is_void_v<Result>) {
+        co_return std::move(*slot);
+    }
+}
+
+}  // namespace otahub::net

@@ -1,0 +1,311 @@
+#include "server/net/http_server.hpp"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/url/parse.hpp>
+#include <filesystem>
+
+#include "server/domain/crypto.hpp"
+
+namespace otahub::net {
+
+namespace bhttp = beast::http;
+
+struct HttpServer::State {
+    asio::io_context& io;
+    asio::thread_pool& workers;
+    const http::Router& router;
+    ssl::context* tls;
+    HttpServerOptions options;
+    tcp::acceptor acceptor;
+    std::atomic<std::size_t> open{0};
+    std::atomic<bool> stopped{false};
+
+    State(asio::io_context& io_context, asio::thread_pool& pool, const http::Router& r,
+          ssl::context* context, HttpServerOptions opts)
+        : io(io_context), workers(pool), router(r), tls(context), options(std::move(opts)),
+          acceptor(io_context) {}
+};
+
+bool is_benign_disconnect(const boost::system::error_code& ec) {
+    return ec == asio::error::eof || ec == asio::error::connection_reset ||
+           ec == asio::error::operation_aborted || ec == asio::error::broken_pipe ||
+           ec == beast::error::timeout || ec == ssl::error::stream_truncated ||
+           ec == bhttp::error::end_of_stream || ec == asio::error::not_connected ||
+           ec == beast::websocket::error::closed;
+}
+
+namespace {
+
+
+/// Fills a Request from a parsed header.
+http::Request to_request(const bhttp::request_parser<bhttp::empty_body>& parser,
+                         const std::string& remote) {
+    const auto& msg = parser.get();
+    http::Request req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    auto question = req.target.find('?');
+    req.path = req.target.substr(0, question);
+    if (question != std::string::npos) {
+        std::string_view query = std::string_view(req.target).substr(question + 1);
+        std::size_t start = 0;
+        while (start <= query.size()) {
+            auto end = query.find('&', start);
+            if (end == std::string_view::npos) end = query.size();
+            auto pair = query.substr(start, end - start);
+            if (!pair.empty()) {
+                auto eq = pair.find('=');
+                auto key = http::percent_decode(pair.substr(0, eq), true);
+                auto value = eq == std::string_view::npos
+                                 ? std::optional<std::string>("")
+                                 : http::percent_decode(pair.substr(eq + 1), true);
+                if (key && value) req.query.emplace(std::move(*key), std::move(*value));
+            }
+            start = end + 1;
+        }
+    }
+    for (const auto& field : msg) {
+        std::string name{field.name_string()};
+        for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        req.headers.emplace_back(std::move(name), std::string(field.value()));
+    }
+    req.remote_address = remote;
+    req.request_id = crypto::hex(crypto::random_bytes(8));
+    return req;
+}
+
+template <class Stream>
+awaitable<void> write_response(Stream& stream, const http::Response& res, unsigned version,
+                               bool keep_alive, bool head) {
+    bhttp::response<bhttp::empty_body> header{static_cast<bhttp::status>(res.status), version};
+    header.set(bhttp::field::server, "otahub");
+    for (const auto& [name, value] : res.headers) header.insert(name, value);
+    header.keep_alive(keep_alive);
+    const bool from_file = !res.file_path.empty();
+    const std::uint64_t length = from_file ? res.file_length : res.body.size();
+    if (res.status != 204 && res.status != 304) header.content_length(length);
+
+    bhttp::response_serializer<bhttp::empty_body> serializer{header};
+    co_await bhttp::async_write_header(stream, serializer, use_awaitable);
+    if (head || res.head_only || length == 0) co_return;
+    if (!from_file) {
+        co_await asio::async_write(stream, asio::buffer(res.body), use_awaitable);
+        co_return;
+    }
+    int fd = ::open(res.file_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error("cannot open " + res.file_path);
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    // Large buffered reads: TLS needs the bytes in user space anyway (no kernel TLS here).
+    std::vector<char> chunk(256 * 1024);
+    std::uint64_t offset = res.file_offset;
+    std::uint64_t remaining = length;
+    while (remaining > 0) {
+        auto want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), remaining));
+        auto got = ::pread(fd, chunk.data(), want, static_cast<off_t>(offset));
+        if (got <= 0) throw std::runtime_error("short read from " + res.file_path);
+        co_await asio::async_write(stream, asio::buffer(chunk.data(), static_cast<std::size_t>(got)),
+                                   use_awaitable);
+        offset += static_cast<std::uint64_t>(got);
+        remaining -= static_cast<std::uint64_t>(got);
+    }
+}
+
+template <class Stream>
+awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State> state,
+                               std::string remote) {
+    beast::flat_buffer buffer;
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    for (;;) {
+        // Beast's stream timeout covers reading, handling and writing one request.
+        tcp_layer.expires_after(state->options.idle_timeout);
+        bhttp::request_parser<bhttp::empty_body> header_parser;
+        header_parser.header_limit(16 * 1024);
+        // The body limit depends on the route; it is applied once the route is known.
+        header_parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+        auto [ec, _] = co_await bhttp::async_read_header(stream, buffer, header_parser, kAsTuple);
+        if (ec) {
+            if (ec == bhttp::error::header_limit || ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
+                auto res = http::error_response(ec == bhttp::error::header_limit ? 431 : 400,
+                                                "malformed request: " + ec.message());
+                co_await write_response(stream, res, 11, false, false);
+            }
+            break;
+        }
+        http::Request req = to_request(header_parser, remote);
+        const bool head = req.method == "HEAD";
+        auto match = state->router.match(req.method, req.path);
+        if (head && match.route == nullptr) {
+            match = state->router.match("GET", req.path);
+        }
+        const unsigned version = header_parser.get().version();
+        bool keep_alive = header_parser.get().keep_alive();
+        const bool spool = match.route != nullptr &&
+                           match.route->body_mode == http::BodyMode::kSpool;
+        std::optional<http::Response> early;
+        std::string spool_path;
+        const std::uint64_t limit = spool ? state->options.upload_limit : state->options.body_limit;
+        if (header_parser.content_length() && *header_parser.content_length() > limit) {
+            // Refuse before reading: the declared length is already over the limit.
+            auto res = http::error_response(413, "request body exceeds the limit of " +
+                                                     std::to_string(limit) + " bytes");
+            res.set_header("x-request-id", req.request_id);
+            co_await write_response(stream, res, header_parser.get().version(), false, false);
+            break;
+        }
+        if (spool) {
+            bhttp::request_parser<bhttp::file_body> parser{std::move(header_parser)};
+            parser.body_limit(state->options.upload_limit);
+            std::filesystem::create_directories(state->options.spool_dir);
+            spool_path = state->options.spool_dir + "/upload-" +
+                         crypto::hex(crypto::random_bytes(12)) + ".part";
+            boost::system::error_code open_ec;
+            parser.get().body().open(spool_path.c_str(), beast::file_mode::write_new, open_ec);
+            if (open_ec) {
+                early = http::error_response(507, "cannot store the upload: " + open_ec.message());
+                keep_alive = false;
+            } else {
+                tcp_layer.expires_after(std::chrono::hours(6));  // large uploads take their time
+                auto [read_ec, n] = co_await bhttp::async_read(stream, buffer, parser, kAsTuple);
+                parser.get().body().close();
+                if (read_ec == bhttp::error::body_limit) {
+                    early = http::error_response(413, "upload exceeds the limit of " +
+                                                          std::to_string(state->options.upload_limit) +
+                                                          " bytes");
+                    keep_alive = false;
+                } else if (read_ec == boost::system::errc::no_space_on_device) {
+                    early = http::error_response(507, "no space left to store the upload");
+                    keep_alive = false;
+                } else if (read_ec) {
+                    std::filesystem::remove(spool_path, open_ec);
+                    break;
+                }
+                req.body_file = spool_path;
+                req.body_size = n;
+            }
+        } else {
+            bhttp::request_parser<bhttp::string_body> parser{std::move(header_parser)};
+            parser.body_limit(state->options.body_limit);
+            auto [read_ec, n] = co_await bhttp::async_read(stream, buffer, parser, kAsTuple);
+            if (read_ec == bhttp::error::body_limit) {
+                early = http::error_response(413, "request body exceeds the limit of " +
+                                                      std::to_string(state->options.body_limit) +
+                                                      " bytes");
+                keep_alive = false;
+            } else if (read_ec) {
+                break;
+            } else {
+                req.body = std::move(parser.get().body());
+                req.body_size = req.body.size();
+            }
+        }
+        http::Response res;
+        if (early) {
+            res = std::move(*early);
+        } else {
+            const http::Router& router = state->router;
+            res = co_await run_blocking(state->workers, [&router, &req, &match]() {
+                return router.dispatch(req, match);
+            });
+        }
+        if (!spool_path.empty()) {
+            boost::system::error_code ignored;
+            std::filesystem::remove(spool_path, ignored);
+        }
+        res.set_header("x-request-id", req.request_id);
+        if (state->stopped) keep_alive = false;
+        tcp_layer.expires_after(state->options.idle_timeout +
+                                std::chrono::hours(res.file_path.empty() ? 0 : 6));
+        co_await write_response(stream, res, version, keep_alive, head);
+        if (!keep_alive) break;
+    }
+    tcp_layer.expires_never();
+}
+
+awaitable<void> handle_connection(tcp::socket socket, std::shared_ptr<HttpServer::State> state) {
+    boost::system::error_code ec;
+    auto endpoint = socket.remote_endpoint(ec);
+    std::string remote = ec ? "unknown" : endpoint.address().to_string();
+    socket.set_option(tcp::no_delay(true), ec);
+    if (state->tls != nullptr) {
+        beast::ssl_stream<beast::tcp_stream> stream{std::move(socket), *state->tls};
+        beast::get_lowest_layer(stream).expires_after(state->options.handshake_timeout);
+        auto [hs_ec] = co_await stream.async_handshake(ssl::stream_base::server, kAsTuple);
+        if (hs_ec) co_return;
+        co_await serve_requests(stream, state, remote);
+        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+        auto [shutdown_ec] = co_await stream.async_shutdown(kAsTuple);
+        (void)shutdown_ec;
+    } else {
+        beast::tcp_stream stream{std::move(socket)};
+        co_await serve_requests(stream, state, remote);
+        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    }
+}
+
+awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
+    while (!state->stopped) {
+        auto [ec, socket] = co_await state->acceptor.async_accept(
+            asio::make_strand(state->io), kAsTuple);
+        if (ec) {
+            if (ec == asio::error::operation_aborted || state->stopped) break;
+            spdlog::warn("api accept failed: {}", ec.message());
+            continue;
+        }
+        ++state->open;
+        auto executor = socket.get_executor();
+        asio::co_spawn(executor, handle_connection(std::move(socket), state),
+                       [state](std::exception_ptr error) {
+                           --state->open;
+                           if (!error) return;
+                           try {
+                               std::rethrow_exception(error);
+                           } catch (const boost::system::system_error& e) {
+                               if (!is_benign_disconnect(e.code())) {
+                                   spdlog::warn("api connection ended: {}", e.what());
+                               }
+                           } catch (const std::exception& e) {
+                               spdlog::warn("api connection ended: {}", e.what());
+                           }
+                       });
+    }
+}
+
+}  // namespace
+
+HttpServer::HttpServer(asio::io_context& io, asio::thread_pool& workers,
+                       const http::Router& router, ssl::context* tls, HttpServerOptions options)
+    : state_(std::make_shared<State>(io, workers, router, tls, std::move(options))) {}
+
+HttpServer::~HttpServer() { stop(); }
+
+std::uint16_t HttpServer::listen(const ListenAddress& address) {
+    auto endpoint = tcp::endpoint{asio::ip::make_address(address.host), address.port};
+    auto& acceptor = state_->acceptor;
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+    return acceptor.local_endpoint().port();
+}
+
+void HttpServer::start() {
+    asio::co_spawn(state_->acceptor.get_executor(), accept_loop(state_), asio::detached);
+}
+
+void HttpServer::stop() {
+    if (state_->stopped.exchange(true)) return;
+    asio::post(state_->acceptor.get_executor(), [state = state_] {
+        boost::system::error_code ec;
+        state->acceptor.close(ec);
+    });
+}
+
+std::size_t HttpServer::open_connections() const { return state_->open; }
+
+}  // namespace otahub::net
