@@ -1,0 +1,103 @@
+#include "db/migrator.hpp"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <pqxx/pqxx>
+
+#include "db/repositories/accounts_repository.hpp"
+#include "db/repositories/products_repository.hpp"
+#include "db/tx.hpp"
+#include "tests/db/test_database.hpp"
+
+namespace otahub::db {
+namespace {
+
+std::int64_t count(const std::string& url, const std::string& sql) {
+    pqxx::connection conn{url};
+    pqxx::nontransaction tx{conn};
+    return tx.exec1(sql)[0].as<std::int64_t>();
+}
+
+TEST(DbMigrator, AppliesEverythingOnceAndIsIdempotent) {
+    testing::TestDatabase database;
+    Database db{database.url(), 2};
+    Migrator migrator{db};
+    EXPECT_EQ(migrator.pending().size(), embedded_migrations().size());
+
+    auto first = migrator.migrate();
+    ASSERT_EQ(first.size(), embedded_migrations().size());
+    EXPECT_EQ(first.front(), "0001_init");
+    EXPECT_TRUE(migrator.pending().empty());
+
+    auto second = migrator.migrate();
+    EXPECT_TRUE(second.empty());
+    EXPECT_EQ(count(database.url(), "SELECT count(*) FROM schema_migrations"),
+              static_cast<std::int64_t>(embedded_migrations().size()));
+}
+
+TEST(DbMigrator, ConcurrentMigratorsApplyEachMigrationOnce) {
+    testing::TestDatabase database;
+    Database db_a{database.url(), 1};
+    Database db_b{database.url(), 1};
+    auto a = std::async(std::launch::async, [&] { return Migrator{db_a}.migrate(); });
+    auto b = std::async(std::launch::async, [&] { return Migrator{db_b}.migrate(); });
+    auto applied_a = a.get();
+    auto applied_b = b.get();
+    EXPECT_EQ(applied_a.size() + applied_b.size(), embedded_migrations().size());
+    EXPECT_EQ(count(database.url(), "SELECT count(*) FROM schema_migrations"),
+              static_cast<std::int64_t>(embedded_migrations().size()));
+}
+
+TEST(DbMigrator, FailingMigrationRollsBackAndIsNotRecorded) {
+    testing::TestDatabase database;
+    Database db{database.url(), 1};
+    std::vector<Migration> migrations = {
+        {"0001_ok", "CREATE TABLE t_ok (id int)"},
+        {"0002_bad", "CREATE TABLE t_bad (id int); SELECT * FROM no_such_table"},
+    };
+    Migrator migrator{db, migrations};
+    EXPECT_THROW(migrator.migrate(), std::exception);
+    EXPECT_EQ(count(database.url(), "SELECT count(*) FROM schema_migrations"), 1);
+    EXPECT_EQ(count(database.url(),
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 't_bad'"),
+              0);
+    EXPECT_EQ(migrator.pending(), std::vector<std::string>{"0002_bad"});
+}
+
+TEST(DbRepositories, UniqueNamesBecomeConflicts) {
+    testing::TestDatabase database;
+    Database db{database.url(), 2};
+    Migrator{db}.migrate();
+    auto org = db.transact([](Tx& tx) { return accounts::create_org(tx, "Acme"); });
+    // Org names are unique regardless of case.
+    EXPECT_THROW(db.run([](Tx& tx) { accounts::create_org(tx, "acme"); }), Conflict);
+    db.run([&](Tx& tx) { products::create(tx, org.id, "demo"); });
+    EXPECT_THROW(db.run([&](Tx& tx) { products::create(tx, org.id, "demo"); }), Conflict);
+    // A failed transaction leaves nothing behind and the pool stays usable.
+    EXPECT_EQ(db.transact([&](Tx& tx) { return products::list(tx, org.id).size(); }), 1U);
+}
+
+TEST(DbRepositories, TokensResolveToTheirUserOnly) {
+    testing::TestDatabase database;
+    Database db{database.url(), 1};
+    Migrator{db}.migrate();
+    auto user = db.transact(
+        [](Tx& tx) { return accounts::create_user(tx, "u@example.com", "U", "hash"); });
+    db.run([&](Tx& tx) { accounts::create_token(tx, user.id, token_digest("nhu_abc"), "n"); });
+    auto found = db.transact(
+        [](Tx& tx) { return accounts::user_for_token(tx, token_digest("nhu_abc")); });
+    ASSERT_TRUE(found.has_value());
+    EXPECT_EQ(found->email, "u@example.com");
+    EXPECT_FALSE(db.transact(
+        [](Tx& tx) { return accounts::user_for_token(tx, token_digest("nhu_abd")); }));
+}
+
+TEST(DbDatabase, UnreachableServerIsUnavailable) {
+    Database db{"postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", 1};
+    EXPECT_THROW(db.run([](Tx& tx) { tx->exec("SELECT 1"); }), Unavailable);
+    EXPECT_FALSE(db.ping());
+}
+
+}  // namespace
+}  // namespace otahub::db
