@@ -34,6 +34,13 @@ OrgScope require_org(db::Tx& tx, const Principal& principal, const std::string& 
     return OrgScope{std::move(*org), *role};
 }
 
+void authorize_first(ApiContext& ctx, const http::Request& request, Role minimum) {
+    ctx.db.transact([&](db::Tx& tx) {
+        require_org(tx, authenticate(tx, request), request.param("org"), minimum);
+        return 0;
+    });
+}
+
 nlohmann::json unwrap(const nlohmann::json& body, const char* key) {
     auto it = body.find(key);
     if (it != body.end() && it->is_object()) return *it;

@@ -40,6 +40,11 @@ Principal authenticate(db::Tx& tx, const http::Request& request);
 OrgScope require_org(db::Tx& tx, const Principal& principal, const std::string& org_name,
                      Role minimum);
 
+/// Authenticates and checks the org role in a short read transaction, for handlers that read
+/// their body before their main transaction: who may call is answered (401/404/403) before
+/// what they sent (400/422).
+void authorize_first(ApiContext& ctx, const http::Request& request, Role minimum);
+
 /// Body helpers: `{"key": {...}}` or the fields at the top level (NervesHub accepts both).
 nlohmann::json unwrap(const nlohmann::json& body, const char* key);
 /// A required non-empty string field, or a 422 naming it.
@@ -52,5 +57,10 @@ void register_health_routes(http::Router& router, ApiContext& ctx);
 void register_user_routes(http::Router& router, ApiContext& ctx);
 void register_org_routes(http::Router& router, ApiContext& ctx);
 void register_product_routes(http::Router& router, ApiContext& ctx);
+void register_key_routes(http::Router& router, ApiContext& ctx);
+void register_firmware_routes(http::Router& router, ApiContext& ctx);
+void register_ca_certificate_routes(http::Router& router, ApiContext& ctx);
+void register_device_routes(http::Router& router, ApiContext& ctx);
+void register_deployment_routes(http::Router& router, ApiContext& ctx);
 
 }  // namespace otahub::api

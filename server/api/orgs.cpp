@@ -49,22 +49,24 @@ void register_org_routes(http::Router& router, ApiContext& ctx) {
     });
 
     router.add("POST", "/api/orgs", [&ctx](http::Request& req) {
-        auto body = unwrap(req.json_body(), "org");
-        auto name = required_string(body, "name");
-        if (!valid_org_name(name)) {
-            throw ApiError(ErrorCode::kUnprocessable,
-                           "name must be 1-64 letters, digits, '_', '-' or '.'",
-                           {{"name", {"has invalid format"}}});
-        }
         return ctx.db.transact([&](db::Tx& tx) {
             auto principal = authenticate(tx, req);
+            auto body = unwrap(req.json_body(), "org");
+            auto name = required_string(body, "name");
+            if (!valid_org_name(name)) {
+                throw ApiError(ErrorCode::kUnprocessable,
+                               "name must be 1-64 letters, digits, '_', '-' or '.'",
+                               {{"name", {"has invalid format"}}});
+            }
             if (db::accounts::find_org(tx, name)) {
                 throw ApiError(ErrorCode::kConflict, "an org with that name already exists",
                                {{"name", {"has already been taken"}}});
             }
             auto org = db::accounts::create_org(tx, name);
             db::accounts::upsert_member(tx, org.id, principal.user.id, Role::kAdmin);
-            return http::Response::json(201, org_json(org));
+            auto data = org_json(org);
+            data["role"] = std::string(to_string(Role::kAdmin));
+            return http::Response::json(201, data);
         });
     });
 
@@ -92,6 +94,10 @@ void register_org_routes(http::Router& router, ApiContext& ctx) {
 
     // Adds an existing user to the org; creates the user when a name and password are given.
     router.add("POST", "/api/orgs/:org/users", [&ctx](http::Request& req) {
+        // Authorise before reading the body: hashing a password is expensive.
+        ctx.db.run([&](db::Tx& tx) {
+            require_org(tx, authenticate(tx, req), req.param("org"), Role::kAdmin);
+        });
         auto body = unwrap(req.json_body(), "user");
         auto email = required_string(body, "email");
         auto role = required_role(body);
@@ -128,11 +134,10 @@ void register_org_routes(http::Router& router, ApiContext& ctx) {
     });
 
     router.add("PUT", "/api/orgs/:org/users/:email", [&ctx](http::Request& req) {
-        auto body = unwrap(req.json_body(), "user");
-        auto role = required_role(body);
         return ctx.db.transact([&](db::Tx& tx) {
             auto principal = authenticate(tx, req);
             auto scope = require_org(tx, principal, req.param("org"), Role::kAdmin);
+            auto role = required_role(unwrap(req.json_body(), "user"));
             auto member = db::accounts::member(tx, scope.org.id, req.param("email"));
             if (!member) throw ApiError(ErrorCode::kNotFound, "user not found in this org");
             if (member->role == Role::kAdmin && role != Role::kAdmin &&

@@ -43,9 +43,9 @@ void register_product_routes(http::Router& router, ApiContext& ctx) {
     });
 
     router.add("POST", "/api/orgs/:org/products", [&ctx](http::Request& req) {
-        auto name = valid_name(unwrap(req.json_body(), "product"));
         return ctx.db.transact([&](db::Tx& tx) {
             auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kManage);
+            auto name = valid_name(unwrap(req.json_body(), "product"));
             if (db::products::find(tx, scope.org.id, name)) {
                 throw ApiError(ErrorCode::kConflict, "a product with that name already exists",
                                {{"name", {"has already been taken"}}});
@@ -62,9 +62,9 @@ void register_product_routes(http::Router& router, ApiContext& ctx) {
     });
 
     auto update = [&ctx](http::Request& req) {
-        auto name = valid_name(unwrap(req.json_body(), "product"));
         return ctx.db.transact([&](db::Tx& tx) {
             auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kManage);
+            auto name = valid_name(unwrap(req.json_body(), "product"));
             auto product = require_product(tx, scope, req.param("product"));
             if (name != product.name && db::products::find(tx, scope.org.id, name)) {
                 throw ApiError(ErrorCode::kConflict, "a product with that name already exists",

@@ -9,7 +9,17 @@
 
 #include "db/database.hpp"
 #include "db/migrator.hpp"
+#include "db/repositories/devices_repository.hpp"
 #include "server/api/context.hpp"
+#include "server/api/firmware_url.hpp"
+#include "server/api/firmwares.hpp"
+#include "server/app/firmware_gc.hpp"
+#include "server/device/device_server.hpp"
+#include "server/device/presence.hpp"
+#include "server/device/registry.hpp"
+#include "server/device/trust_sync.hpp"
+#include "server/domain/pki/trust_store.hpp"
+#include "server/events/event_bus.hpp"
 #include "server/net/asio.hpp"
 #include "server/net/http_server.hpp"
 #include "server/net/tls.hpp"
@@ -26,6 +36,16 @@ struct App::Impl {
     api::ApiContext api_ctx;
     std::optional<net::ssl::context> api_tls;
     std::unique_ptr<net::HttpServer> api_server;
+    std::unique_ptr<FirmwareGc> firmware_gc;
+    // Device endpoint: trust kept current through the event bus, live sessions, presence.
+    pki::TrustStore trust;
+    device::TrustSync trust_sync;
+    events::EventBus bus;
+    device::SessionRegistry sessions;
+    device::DeviceHooks device_hooks;
+    device::Presence presence;
+    std::optional<net::ssl::context> device_tls;
+    std::unique_ptr<device::DeviceServer> device_server;
     std::vector<std::thread> threads;
     std::uint16_t api_port = 0;
     std::uint16_t device_port = 0;
@@ -37,8 +57,83 @@ struct App::Impl {
         : config(std::move(c)),
           workers(static_cast<std::size_t>(config.db_threads)),
           db(config.database_url, static_cast<std::size_t>(config.db_pool_size)),
-          api_ctx{db, config, {}} {}
+          api_ctx{db, config, {}},
+          trust_sync(db, trust, workers),
+          bus(config.database_url),
+          presence(io, workers, db, config.node_id) {}
+
+    void subscribe_device_events();
+    void recheck_sessions();
 };
+
+void App::Impl::recheck_sessions() {
+    std::vector<std::pair<std::int64_t, std::string>> live;
+    for (const auto& session : sessions.snapshot()) {
+        live.emplace_back(session->info().device_id, session->info().fingerprint);
+    }
+    try {
+        const auto doomed =
+            db.transact([&](db::Tx& tx) { return db::devices::sessions_to_close(tx, live); });
+        for (const auto& [device_id, reason] : doomed) {
+            device::SessionFilter filter;
+            filter.device_id = device_id;
+            sessions.close_matching(filter, 1008, reason);
+        }
+    } catch (const std::exception& e) {
+        spdlog::warn("re-checking live device sessions failed: {}", e.what());
+    }
+}
+
+void App::Impl::subscribe_device_events() {
+    bus.on_connected([this](bool first) {
+        // Events sent while the listener was away are lost: rebuild trust from the database and
+        // re-check the live sessions against it.
+        trust_sync.request_reload();
+        if (first) return;
+        spdlog::info("event bus reconnected; reloading trust and re-checking live sessions");
+        net::asio::post(workers, [this] { recheck_sessions(); });
+    });
+    bus.subscribe(std::string(events::kTrustChanged),
+                  [this](const nlohmann::json&) { trust_sync.request_reload(); });
+    bus.subscribe(std::string(events::kSessionClose), [this](const nlohmann::json& event) {
+        device::SessionFilter filter;
+        if (auto it = event.find("device_id"); it != event.end() && it->is_number_integer()) {
+            filter.device_id = it->get<std::int64_t>();
+        }
+        if (auto it = event.find("fingerprint"); it != event.end() && it->is_string()) {
+            filter.fingerprint = it->get<std::string>();
+        }
+        if (auto it = event.find("ca_id"); it != event.end() && it->is_number_integer()) {
+            filter.ca_id = it->get<std::int64_t>();
+        }
+        if (!filter.device_id && !filter.fingerprint && !filter.ca_id) return;
+        const std::string reason = event.value("reason", std::string("closed by the hub"));
+        const auto closed = sessions.close_matching(filter, 1008, reason);
+        if (closed > 0) spdlog::info("closed {} device session(s): {}", closed, reason);
+    });
+    bus.subscribe(std::string(events::kDeviceConnected), [this](const nlohmann::json& event) {
+        auto device_id = event.find("device_id");
+        auto connection_id = event.find("connection_id");
+        if (device_id == event.end() || connection_id == event.end() ||
+            !device_id->is_number_integer() || !connection_id->is_number_integer()) {
+            return;
+        }
+        device::SessionFilter filter;
+        filter.device_id = device_id->get<std::int64_t>();
+        filter.older_than = connection_id->get<std::int64_t>();
+        sessions.close_matching(filter, 1000, "replaced by a newer connection");
+    });
+    bus.subscribe(std::string(events::kDevicePush), [this](const nlohmann::json& event) {
+        auto device_id = event.find("device_id");
+        auto name = event.find("event");
+        if (device_id == event.end() || !device_id->is_number_integer() || name == event.end() ||
+            !name->is_string()) {
+            return;
+        }
+        sessions.push(device_id->get<std::int64_t>(), name->get<std::string>(),
+                      event.value("payload", nlohmann::json::object()));
+    });
+}
 
 App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     auto& ctx = impl_->api_ctx;
@@ -60,6 +155,11 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     api::register_user_routes(impl_->router, ctx);
     api::register_org_routes(impl_->router, ctx);
     api::register_product_routes(impl_->router, ctx);
+    api::register_ca_certificate_routes(impl_->router, ctx);
+    api::register_device_routes(impl_->router, ctx);
+    api::register_key_routes(impl_->router, ctx);
+    api::register_firmware_routes(impl_->router, ctx);
+    api::register_deployment_routes(impl_->router, ctx);
 }
 
 App::~App() { stop(); }
@@ -91,15 +191,25 @@ void App::start() {
     impl.api_server = std::make_unique<net::HttpServer>(
         impl.io, impl.workers, impl.router, impl.api_tls ? &*impl.api_tls : nullptr, options);
     impl.api_port = impl.api_server->listen(config.api_listen);
+    if (impl.config.public_url.empty()) {
+        // Before any handler runs: firmware URLs need the bound port (port 0 in tests).
+        impl.config.public_url =
+            api::default_public_url(config, impl.api_port, impl.api_tls.has_value());
+    }
     impl.api_server->start();
+    impl.firmware_gc = std::make_unique<FirmwareGc>(
+        impl.db, api::open_firmware_store(config),
+        std::chrono::seconds(config.firmware_gc_interval_s));
+    impl.firmware_gc->start();
+    start_device_endpoint();
 
     impl.work.emplace(impl.io.get_executor());
     for (int i = 0; i < config.io_threads; ++i) {
         impl.threads.emplace_back([&impl] { impl.io.run(); });
     }
-    spdlog::info("otahubd node={} api={}://{}:{} database={}", config.node_id,
+    spdlog::info("otahubd node={} api={}://{}:{} devices=wss://{}:{} database={}", config.node_id,
                  impl.api_tls ? "https" : "http", config.api_listen.host, impl.api_port,
-                 impl.db.redacted_url());
+                 config.device_listen.host, impl.device_port, impl.db.redacted_url());
     if (!config.ready_file.empty()) {
         std::ofstream out{config.ready_file + ".tmp"};
         out << "{\"api_port\":" << impl.api_port << ",\"device_port\":" << impl.device_port
@@ -107,6 +217,35 @@ void App::start() {
         out.close();
         std::filesystem::rename(config.ready_file + ".tmp", config.ready_file);
     }
+}
+
+void App::start_device_endpoint() {
+    auto& impl = *impl_;
+    const auto& config = impl.config;
+    try {
+        impl.presence.start_blocking();
+        impl.trust_sync.reload();
+    } catch (const std::exception& e) {
+        // The bus retries the trust load when its connection comes up.
+        spdlog::warn("device endpoint: cannot load trust at start ({}); devices are refused "
+                     "until the database is reachable",
+                     e.what());
+    }
+    impl.subscribe_device_events();
+    impl.bus.start();
+    impl.device_tls.emplace(
+        device::make_device_tls_context(config.tls_cert, config.tls_key, impl.trust));
+    device::DeviceServerOptions options;
+    options.node_id = config.node_id;
+    options.handshake_timeout = std::chrono::seconds(config.handshake_timeout_s);
+    options.idle_timeout = std::chrono::seconds(config.device_idle_timeout_s);
+    options.handshake_rate_limit = config.handshake_rate_limit;
+    impl.device_server = std::make_unique<device::DeviceServer>(
+        impl.io, impl.workers, impl.db, *impl.device_tls, impl.sessions, impl.presence,
+        impl.device_hooks, options);
+    impl.device_port = impl.device_server->listen(config.device_listen);
+    impl.device_server->start();
+    impl.presence.start();
 }
 
 void App::wait(bool handle_signals) {
@@ -134,17 +273,26 @@ void App::stop() {
         impl.stopped = true;
     }
     if (impl.api_server) impl.api_server->stop();
+    if (impl.device_server) impl.device_server->stop();
+    impl.presence.stop();
+    impl.sessions.close_all(1001, "server shutting down");
     impl.work.reset();
     // Give open connections a moment to finish their current request, then stop the loop.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (impl.api_server && impl.api_server->open_connections() > 0 &&
-           std::chrono::steady_clock::now() < deadline) {
+    auto busy = [&impl] {
+        return (impl.api_server && impl.api_server->open_connections() > 0) ||
+               (impl.device_server && impl.device_server->open_connections() > 0);
+    };
+    while (busy() && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     impl.io.stop();
     for (auto& thread : impl.threads) {
         if (thread.joinable()) thread.join();
     }
+    impl.bus.stop();
+    if (impl.device_server) impl.presence.shutdown_blocking();
+    if (impl.firmware_gc) impl.firmware_gc->stop();
     impl.workers.join();
     spdlog::info("otahubd stopped");
 }

@@ -28,6 +28,9 @@ public:
     struct Impl;
 
 private:
+    /// Loads trust, starts the event bus, presence and the device listener.
+    void start_device_endpoint();
+
     std::unique_ptr<Impl> impl_;
 };
 

@@ -36,6 +36,8 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_DB_POOL_SIZE", "db_pool_size"},
     Setting{"OTAHUB_API_BODY_LIMIT", "api_body_limit"},
     Setting{"OTAHUB_FIRMWARE_MAX_SIZE", "firmware_max_size"},
+    Setting{"OTAHUB_FIRMWARE_URL_TTL", "firmware_url_ttl"},
+    Setting{"OTAHUB_FIRMWARE_GC_INTERVAL", "firmware_gc_interval"},
     Setting{"OTAHUB_HANDSHAKE_TIMEOUT", "handshake_timeout"},
     Setting{"OTAHUB_DEVICE_IDLE_TIMEOUT", "device_idle_timeout"},
     Setting{"OTAHUB_HANDSHAKE_RATE_LIMIT", "handshake_rate_limit"},
@@ -95,6 +97,10 @@ void apply(Config& config, const std::string& setting, const std::string& value)
     } else if (setting == "OTAHUB_FIRMWARE_MAX_SIZE") {
         config.firmware_max_size =
             static_cast<std::uint64_t>(parse_int(setting, value, 1024, 1LL << 40));
+    } else if (setting == "OTAHUB_FIRMWARE_URL_TTL") {
+        config.firmware_url_ttl_s = static_cast<int>(parse_int(setting, value, 1, 366 * 86400));
+    } else if (setting == "OTAHUB_FIRMWARE_GC_INTERVAL") {
+        config.firmware_gc_interval_s = static_cast<int>(parse_int(setting, value, 1, 86400));
     } else if (setting == "OTAHUB_HANDSHAKE_TIMEOUT") {
         config.handshake_timeout_s = static_cast<int>(parse_int(setting, value, 1, 600));
     } else if (setting == "OTAHUB_DEVICE_IDLE_TIMEOUT") {

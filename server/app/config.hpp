@@ -40,6 +40,8 @@ struct Config {
     int db_pool_size = 8;                                      // OTAHUB_DB_POOL_SIZE
     std::uint64_t api_body_limit = 1024 * 1024;                // OTAHUB_API_BODY_LIMIT (bytes)
     std::uint64_t firmware_max_size = 2ULL * 1024 * 1024 * 1024; // OTAHUB_FIRMWARE_MAX_SIZE
+    int firmware_url_ttl_s = 86400;                            // OTAHUB_FIRMWARE_URL_TTL (s)
+    int firmware_gc_interval_s = 60;                           // OTAHUB_FIRMWARE_GC_INTERVAL (s)
     int handshake_timeout_s = 10;                              // OTAHUB_HANDSHAKE_TIMEOUT
     int device_idle_timeout_s = 180;                           // OTAHUB_DEVICE_IDLE_TIMEOUT
     int handshake_rate_limit = 0;                              // OTAHUB_HANDSHAKE_RATE_LIMIT (/s, 0 off)

@@ -26,36 +26,40 @@ bool is_benign_disconnect(const boost::system::error_code& ec);
 
 /// Runs `fn` on the worker pool (where blocking database calls are allowed) and resumes the
 /// calling coroutine on its own executor with fn's result, rethrowing fn's exception.
+/// GCC 12 destroys a prvalue argument of a coroutine call inside a co_await expression twice:
+/// pass `fn` as a named variable (std::move) when its captures are not trivially destructible.
 template <class F>
 awaitable<std::invoke_result_t<F>> run_blocking(asio::thread_pool& pool, F fn) {
     using Result = std::invoke_result_t<F>;
     using Slot = std::conditional_t<std::is_void_v<Result>, bool, std::optional<Result>>;
     auto executor = co_await asio::this_coro::executor;
-    auto [error, slot] = co_await asio::async_initiate<decltype(kAsTuple),
-                                                       void(std::exception_ptr, Slot)>(
-        [&pool, executor](auto handler, F work) {
-            asio::post(pool, [handler = std::move(handler), work = std::move(work),
-                              executor]() mutable {
-                std::exception_ptr failure;
-                Slot value{};
-                try {
-                    if constexpr (std::is_void_v<Result>) {
-                        work();
-                        value = true;
-                    } else {
-                        value.emplace(work());
-                    }
-                } catch (...) {
-                    failure = std::current_exception();
-                }
-                auto target = asio::get_associated_executor(handler, executor);
-                asio::post(target, [handler = std::move(handler), failure,
-                                    value = std::move(value)]() mutable {
-                    std::move(handler)(failure, std::move(value));
-                });
-            });
-        },
-        kAsTuple, std::move(fn));
+    // Named, not a temporary of the co_await expression (the GCC 12 bug above released the
+    // captured executor twice, freeing the connection's strand while still in use).
+    auto initiation = [&pool, executor](auto handler, F work) {
+        asio::post(pool,
+                   [handler = std::move(handler), work = std::move(work), executor]() mutable {
+                       std::exception_ptr failure;
+                       Slot value{};
+                       try {
+                           if constexpr (std::is_void_v<Result>) {
+                               work();
+                               value = true;
+                           } else {
+                               value.emplace(work());
+                           }
+                       } catch (...) {
+                           failure = std::current_exception();
+                       }
+                       auto target = asio::get_associated_executor(handler, executor);
+                       asio::post(target, [handler = std::move(handler), failure,
+                                           value = std::move(value)]() mutable {
+                           std::move(handler)(failure, std::move(value));
+                       });
+                   });
+    };
+    auto [error, slot] =
+        co_await asio::async_initiate<decltype(kAsTuple), void(std::exception_ptr, Slot)>(
+            std::move(initiation), kAsTuple, std::move(fn));
     if (error) std::rethrow_exception(error);
     if constexpr (!std::is_void_v<Result>) {
         co_return std::move(*slot);

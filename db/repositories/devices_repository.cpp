@@ -1,0 +1,435 @@
+#include "db/repositories/devices_repository.hpp"
+
+#include "db/tx.hpp"
+
+namespace otahub::db::devices {
+namespace {
+
+constexpr const char* kColumns =
+    "d.id, d.org_id, d.product_id, p.name, o.name, d.identifier, d.description, "
+    "array_to_json(d.tags)::text, d.updates_enabled, iso8601(d.updates_blocked_until), "
+    "d.disabled, d.deleted_at IS NOT NULL, d.firmware_uuid, d.version, d.platform, "
+    "d.architecture, d.firmware_product, d.firmware_metadata::text, d.device_api_version, "
+    "d.firmware_validation_status, d.firmware_auto_revert_detected, "
+    "array_to_json(d.connection_types)::text, d.network_interface, d.update_status, "
+    "d.update_status_reason, iso8601(d.update_status_at), d.update_progress, d.update_stage, "
+    "iso8601(d.first_seen_at), iso8601(d.last_seen_at), iso8601(d.connected_at), "
+    "device_online(d.id), iso8601(d.inserted_at), iso8601(d.updated_at)";
+constexpr const char* kFrom =
+    " FROM devices d JOIN products p ON p.id = d.product_id JOIN orgs o ON o.id = d.org_id ";
+
+constexpr const char* kCertColumns =
+    "c.id, c.org_id, c.device_id, c.serial, c.aki, c.ski, iso8601(c.not_before), "
+    "iso8601(c.not_after), c.fingerprint, c.public_key_fingerprint, c.revoked_at IS NOT NULL, "
+    "iso8601(c.revoked_at), iso8601(c.last_used_at), iso8601(c.inserted_at)";
+
+std::vector<std::string> string_array(const pqxx::field& field) {
+    std::vector<std::string> out;
+    if (field.is_null()) return out;
+    for (const auto& item : nlohmann::json::parse(field.as<std::string>())) {
+        if (item.is_string()) out.push_back(item.get<std::string>());
+    }
+    return out;
+}
+
+std::string json_array(const std::vector<std::string>& items) {
+    return nlohmann::json(items).dump();
+}
+
+std::int64_t epoch_seconds(std::chrono::system_clock::time_point tp) {
+    return std::chrono::duration_cast<std::chrono::seconds>(tp.time_since_epoch()).count();
+}
+
+// A nullable text parameter (libpqxx 6 has no std::optional parameters).
+const char* nullable(const std::optional<std::string>& value) {
+    return value ? value->c_str() : nullptr;
+}
+
+DeviceRow from(const pqxx::row& row) {
+    DeviceRow d;
+    d.id = row[0].as<std::int64_t>();
+    d.org_id = row[1].as<std::int64_t>();
+    d.product_id = row[2].as<std::int64_t>();
+    d.product_name = row[3].as<std::string>();
+    d.org_name = row[4].as<std::string>();
+    d.identifier = row[5].as<std::string>();
+    d.description = row[6].as<std::string>();
+    d.tags = string_array(row[7]);
+    d.updates_enabled = row[8].as<bool>();
+    d.updates_blocked_until = opt_string(row[9]);
+    d.disabled = row[10].as<bool>();
+    d.deleted = row[11].as<bool>();
+    d.firmware_uuid = opt_string(row[12]);
+    d.version = opt_string(row[13]);
+    d.platform = opt_string(row[14]);
+    d.architecture = opt_string(row[15]);
+    d.firmware_product = opt_string(row[16]);
+    if (!row[17].is_null()) {
+        d.firmware_metadata = nlohmann::json::parse(row[17].as<std::string>(), nullptr, false);
+        if (d.firmware_metadata.is_discarded()) d.firmware_metadata = nullptr;
+    }
+    d.device_api_version = opt_string(row[18]);
+    d.firmware_validation_status = row[19].as<std::string>();
+    d.firmware_auto_revert_detected = row[20].as<bool>();
+    d.connection_types = string_array(row[21]);
+    d.network_interface = opt_string(row[22]);
+    d.update_status = opt_string(row[23]);
+    d.update_status_reason = opt_string(row[24]);
+    d.update_status_at = opt_string(row[25]);
+    if (!row[26].is_null()) d.update_progress = row[26].as<int>();
+    d.update_stage = opt_string(row[27]);
+    d.first_seen_at = opt_string(row[28]);
+    d.last_seen_at = opt_string(row[29]);
+    d.connected_at = opt_string(row[30]);
+    d.online = row[31].as<bool>();
+    d.inserted_at = row[32].as<std::string>();
+    d.updated_at = row[33].as<std::string>();
+    return d;
+}
+
+DeviceCertificateRow cert_from(const pqxx::row& row) {
+    DeviceCertificateRow c;
+    c.id = row[0].as<std::int64_t>();
+    c.org_id = row[1].as<std::int64_t>();
+    c.device_id = row[2].as<std::int64_t>();
+    c.serial = row[3].as<std::string>();
+    c.aki = opt_string(row[4]);
+    c.ski = opt_string(row[5]);
+    c.not_before = row[6].as<std::string>();
+    c.not_after = row[7].as<std::string>();
+    c.fingerprint = row[8].as<std::string>();
+    c.public_key_fingerprint = row[9].as<std::string>();
+    c.revoked = row[10].as<bool>();
+    c.revoked_at = opt_string(row[11]);
+    c.last_used_at = opt_string(row[12]);
+    c.inserted_at = row[13].as<std::string>();
+    return c;
+}
+
+std::optional<DeviceRow> first(const pqxx::result& r) {
+    if (r.empty()) return std::nullopt;
+    return from(r[0]);
+}
+
+std::string select_device(const char* where) {
+    return std::string("SELECT ") + kColumns + kFrom + where;
+}
+
+std::string bigint_array(const std::vector<std::int64_t>& ids) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (i > 0) out += ',';
+        out += std::to_string(ids[i]);
+    }
+    return out + "}";
+}
+
+}  // namespace
+
+std::optional<DeviceRow> find(Tx& tx, std::int64_t org_id, const std::string& identifier) {
+    return first(tx->exec_params(
+        select_device("WHERE d.org_id = $1 AND d.identifier = $2 AND d.deleted_at IS NULL"), org_id,
+        identifier));
+}
+
+std::optional<DeviceRow> find_any(Tx& tx, std::int64_t org_id, const std::string& identifier) {
+    return first(tx->exec_params(select_device("WHERE d.org_id = $1 AND d.identifier = $2"), org_id,
+                                 identifier));
+}
+
+std::optional<DeviceRow> find_by_id(Tx& tx, std::int64_t id) {
+    return first(tx->exec_params(select_device("WHERE d.id = $1"), id));
+}
+
+DevicePage list(Tx& tx, const DeviceQuery& query) {
+    static const char* kWhere =
+        "WHERE d.product_id = $1 AND d.deleted_at IS NULL "
+        "AND ($2::text IS NULL OR $2::text = ANY(d.tags)) "
+        "AND ($3::boolean IS NULL OR device_online(d.id) = $3::boolean) "
+        "AND ($4::text IS NULL OR d.version = $4::text) "
+        "AND ($5::text IS NULL OR starts_with(d.identifier, $5::text)) ";
+    const std::optional<std::string> online =
+        query.online ? std::optional<std::string>(*query.online ? "true" : "false") : std::nullopt;
+    DevicePage page;
+    page.total = tx->exec_params1(std::string("SELECT count(*) FROM devices d ") + kWhere,
+                                  query.product_id, nullable(query.tag), nullable(online),
+                                  nullable(query.version), nullable(query.identifier_prefix))[0]
+                     .as<std::int64_t>();
+    const std::int64_t offset =
+        static_cast<std::int64_t>(query.page - 1) * static_cast<std::int64_t>(query.page_size);
+    for (const auto& row : tx->exec_params(
+             select_device(kWhere) + "ORDER BY d.identifier LIMIT $6 OFFSET $7", query.product_id,
+             nullable(query.tag), nullable(online), nullable(query.version),
+             nullable(query.identifier_prefix), query.page_size, offset)) {
+        page.devices.push_back(from(row));
+    }
+    return page;
+}
+
+DeviceRow create(Tx& tx, std::int64_t org_id, std::int64_t product_id,
+                 const std::string& identifier, const std::string& description,
+                 const std::vector<std::string>& tags) {
+    // A soft-deleted device with that identifier comes back as a fresh registration.
+    auto r = tx->exec_params(
+        "INSERT INTO devices (org_id, product_id, identifier, description, tags) "
+        "VALUES ($1, $2, $3, $4, ARRAY(SELECT jsonb_array_elements_text($5::jsonb))) "
+        "ON CONFLICT (org_id, identifier) DO UPDATE SET product_id = EXCLUDED.product_id, "
+        "description = EXCLUDED.description, tags = EXCLUDED.tags, deleted_at = NULL, "
+        "disabled = false, updates_enabled = true, updates_blocked_until = NULL, "
+        "updated_at = now() WHERE devices.deleted_at IS NOT NULL RETURNING id",
+        org_id, product_id, identifier, description, json_array(tags));
+    if (r.empty()) throw Conflict("already exists: identifier");
+    return *find_by_id(tx, r[0][0].as<std::int64_t>());
+}
+
+DeviceRow create_if_missing(Tx& tx, std::int64_t org_id, std::int64_t product_id,
+                            const std::string& identifier, const std::string& description,
+                            const std::vector<std::string>& tags) {
+    // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit; the
+    // SELECT after it (a new statement, READ COMMITTED) then sees that row.
+    tx->exec_params0(
+        "INSERT INTO devices (org_id, product_id, identifier, description, tags) "
+        "VALUES ($1, $2, $3, $4, ARRAY(SELECT jsonb_array_elements_text($5::jsonb))) "
+        "ON CONFLICT (org_id, identifier) DO NOTHING",
+        org_id, product_id, identifier, description, json_array(tags));
+    return *find_any(tx, org_id, identifier);
+}
+
+DeviceRow update(Tx& tx, std::int64_t id, const std::string& description,
+                 const std::vector<std::string>& tags, bool updates_enabled, bool disabled) {
+    tx->exec_params0(
+        "UPDATE devices SET description = $2, "
+        "tags = ARRAY(SELECT jsonb_array_elements_text($3::jsonb)), updates_enabled = $4, "
+        "disabled = $5, updated_at = now() WHERE id = $1",
+        id, description, json_array(tags), updates_enabled, disabled);
+    return *find_by_id(tx, id);
+}
+
+void soft_delete(Tx& tx, std::int64_t id) {
+    tx->exec_params0("UPDATE devices SET deleted_at = now(), updated_at = now() WHERE id = $1", id);
+}
+
+void record_join(Tx& tx, std::int64_t id, const FirmwareReport& report) {
+    tx->exec_params0(
+        "UPDATE devices SET firmware_uuid = $2, version = $3, platform = $4, architecture = $5, "
+        "firmware_product = $6, firmware_metadata = $7::jsonb, device_api_version = $8, "
+        "firmware_validation_status = $9, firmware_auto_revert_detected = $10, "
+        "currently_downloading_uuid = $11, last_seen_at = now(), updated_at = now() "
+        "WHERE id = $1",
+        id, nullable(report.uuid), nullable(report.version), nullable(report.platform),
+        nullable(report.architecture), nullable(report.product), report.metadata.dump(),
+        nullable(report.device_api_version), report.validation_status, report.auto_revert_detected,
+        nullable(report.currently_downloading_uuid));
+}
+
+void record_status(Tx& tx, std::int64_t id, const std::string& status,
+                   const std::optional<std::string>& reason,
+                   const std::optional<std::int64_t>& delay_for_minutes) {
+    const std::optional<std::string> delay =
+        delay_for_minutes ? std::optional<std::string>(std::to_string(*delay_for_minutes))
+                          : std::nullopt;
+    tx->exec_params0(
+        "UPDATE devices SET update_status = $2, update_status_reason = $3, "
+        "update_status_at = now(), updates_blocked_until = CASE WHEN $4::bigint IS NULL "
+        "THEN updates_blocked_until ELSE now() + make_interval(mins => $4::int) END, "
+        "updated_at = now() WHERE id = $1",
+        id, status, nullable(reason), nullable(delay));
+}
+
+void record_progress(Tx& tx, std::int64_t id, int value, const std::optional<std::string>& stage) {
+    tx->exec_params0(
+        "UPDATE devices SET update_progress = $2, update_stage = $3, update_progress_at = now(), "
+        "update_status = CASE WHEN update_status IS NULL OR update_status IN ('received', "
+        "'started') THEN 'updating' ELSE update_status END WHERE id = $1",
+        id, value, nullable(stage));
+}
+
+void record_connection_types(Tx& tx, std::int64_t id, const std::vector<std::string>& types) {
+    tx->exec_params0(
+        "UPDATE devices SET connection_types = "
+        "ARRAY(SELECT jsonb_array_elements_text($2::jsonb)) WHERE id = $1",
+        id, json_array(types));
+}
+
+void record_firmware_validated(Tx& tx, std::int64_t id) {
+    tx->exec_params0("UPDATE devices SET firmware_validation_status = 'validated' WHERE id = $1",
+                     id);
+}
+
+void record_network_interface(Tx& tx, std::int64_t id, const std::string& interface_name) {
+    tx->exec_params0("UPDATE devices SET network_interface = $2 WHERE id = $1", id, interface_name);
+}
+
+// ---- certificates ----
+
+std::optional<DeviceCertificateRow> find_certificate_by_fingerprint(
+    Tx& tx, const std::string& fingerprint) {
+    auto r = tx->exec_params(std::string("SELECT ") + kCertColumns +
+                                 " FROM device_certificates c WHERE c.fingerprint = $1",
+                             fingerprint);
+    if (r.empty()) return std::nullopt;
+    return cert_from(r[0]);
+}
+
+std::vector<DeviceCertificateRow> certificates_by_public_key(Tx& tx, std::int64_t org_id,
+                                                             const std::string& public_key_fp) {
+    std::vector<DeviceCertificateRow> out;
+    for (const auto& row :
+         tx->exec_params(std::string("SELECT ") + kCertColumns +
+                             " FROM device_certificates c JOIN devices d ON d.id = c.device_id "
+                             "WHERE c.org_id = $1 AND c.public_key_fingerprint = $2 ORDER BY c.id",
+                         org_id, public_key_fp)) {
+        out.push_back(cert_from(row));
+    }
+    return out;
+}
+
+std::int64_t count_certificates_with_other_key(Tx& tx, std::int64_t device_id,
+                                               const std::string& public_key_fp) {
+    return tx
+        ->exec_params1(
+            "SELECT count(*) FROM device_certificates WHERE device_id = $1 AND "
+            "public_key_fingerprint <> $2",
+            device_id, public_key_fp)[0]
+        .as<std::int64_t>();
+}
+
+std::optional<DeviceCertificateRow> insert_certificate(Tx& tx, const NewDeviceCertificate& cert) {
+    auto r = tx->exec_params(
+        std::string("INSERT INTO device_certificates AS c (org_id, device_id, serial, aki, ski, "
+                    "not_before, not_after, fingerprint, public_key_fingerprint, der, "
+                    "last_used_at) VALUES ($1, $2, $3, NULLIF($4, ''), NULLIF($5, ''), "
+                    "to_timestamp($6), to_timestamp($7), $8, $9, $10, now()) "
+                    "ON CONFLICT (fingerprint) DO NOTHING RETURNING ") +
+            kCertColumns,
+        cert.org_id, cert.device_id, cert.serial, cert.aki, cert.ski,
+        epoch_seconds(cert.not_before), epoch_seconds(cert.not_after), cert.fingerprint,
+        cert.public_key_fingerprint, pqxx::binarystring(cert.der.data(), cert.der.size()));
+    if (r.empty()) return std::nullopt;
+    return cert_from(r[0]);
+}
+
+std::vector<DeviceCertificateRow> list_certificates(Tx& tx, std::int64_t device_id) {
+    std::vector<DeviceCertificateRow> out;
+    for (const auto& row : tx->exec_params(
+             std::string("SELECT ") + kCertColumns +
+                 " FROM device_certificates c WHERE c.device_id = $1 AND c.revoked_at IS NULL "
+                 "ORDER BY c.id",
+             device_id)) {
+        out.push_back(cert_from(row));
+    }
+    return out;
+}
+
+std::optional<DeviceCertificateRow> find_certificate(Tx& tx, std::int64_t device_id,
+                                                     const std::string& serial) {
+    auto r = tx->exec_params(std::string("SELECT ") + kCertColumns +
+                                 " FROM device_certificates c WHERE c.device_id = $1 AND "
+                                 "c.serial = $2",
+                             device_id, serial);
+    if (r.empty()) return std::nullopt;
+    return cert_from(r[0]);
+}
+
+void revoke_certificate(Tx& tx, std::int64_t certificate_id) {
+    tx->exec_params0(
+        "UPDATE device_certificates SET revoked_at = COALESCE(revoked_at, now()), "
+        "updated_at = now() WHERE id = $1",
+        certificate_id);
+}
+
+void touch_certificate(Tx& tx, std::int64_t certificate_id) {
+    tx->exec_params0(
+        "UPDATE device_certificates SET last_used_at = now() WHERE id = $1 AND "
+        "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        certificate_id);
+}
+
+// ---- connections and nodes ----
+
+std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
+                             const std::string& remote_address, const std::string& fingerprint) {
+    const auto id = tx->exec_params1(
+                          "INSERT INTO device_connections (device_id, node_id, remote_address, "
+                          "certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
+                          "RETURNING id",
+                          device_id, node_id, remote_address, fingerprint)[0]
+                        .as<std::int64_t>();
+    tx->exec_params0(
+        "UPDATE devices SET connected_at = now(), last_seen_at = now(), "
+        "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = $1",
+        device_id);
+    return id;
+}
+
+void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason) {
+    auto r = tx->exec_params(
+        "UPDATE device_connections SET status = 'disconnected', disconnected_at = now(), "
+        "last_seen_at = now(), disconnect_reason = $2 WHERE id = $1 AND status = 'connected' "
+        "RETURNING device_id",
+        connection_id, reason);
+    if (!r.empty()) {
+        tx->exec_params0("UPDATE devices SET last_seen_at = now() WHERE id = $1",
+                         r[0][0].as<std::int64_t>());
+    }
+}
+
+void touch_last_seen(Tx& tx, const std::vector<std::int64_t>& device_ids) {
+    if (device_ids.empty()) return;
+    const std::string ids = bigint_array(device_ids);
+    tx->exec_params0("UPDATE devices SET last_seen_at = now() WHERE id = ANY($1::bigint[])", ids);
+    tx->exec_params0(
+        "UPDATE device_connections SET last_seen_at = now() WHERE device_id = ANY($1::bigint[]) "
+        "AND status = 'connected'",
+        ids);
+}
+
+std::vector<std::pair<std::int64_t, std::string>> sessions_to_close(
+    Tx& tx, const std::vector<std::pair<std::int64_t, std::string>>& sessions) {
+    std::vector<std::pair<std::int64_t, std::string>> out;
+    if (sessions.empty()) return out;
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [device_id, fingerprint] : sessions) {
+        list.push_back({{"d", device_id}, {"f", fingerprint}});
+    }
+    for (const auto& row : tx->exec_params(
+             "SELECT s.d, CASE WHEN d.id IS NULL OR d.deleted_at IS NOT NULL THEN 'device deleted' "
+             "WHEN d.disabled THEN 'device disabled' ELSE 'certificate revoked' END "
+             "FROM jsonb_to_recordset($1::jsonb) AS s(d bigint, f text) "
+             "LEFT JOIN devices d ON d.id = s.d "
+             "LEFT JOIN device_certificates c ON c.fingerprint = s.f "
+             "WHERE d.id IS NULL OR d.deleted_at IS NOT NULL OR d.disabled "
+             "OR c.revoked_at IS NOT NULL",
+             list.dump())) {
+        out.emplace_back(row[0].as<std::int64_t>(), row[1].as<std::string>());
+    }
+    return out;
+}
+
+void heartbeat_node(Tx& tx, const std::string& node_id) {
+    tx->exec_params0(
+        "INSERT INTO nodes (node_id) VALUES ($1) ON CONFLICT (node_id) DO UPDATE "
+        "SET heartbeat_at = now()",
+        node_id);
+}
+
+std::int64_t disconnect_node(Tx& tx, const std::string& node_id, const std::string& reason) {
+    auto r = tx->exec_params(
+        "UPDATE device_connections SET status = 'disconnected', disconnected_at = now(), "
+        "disconnect_reason = $2 WHERE node_id = $1 AND status = 'connected'",
+        node_id, reason);
+    return static_cast<std::int64_t>(r.affected_rows());
+}
+
+std::int64_t sweep_dead_nodes(Tx& tx) {
+    auto r = tx->exec(
+        "UPDATE device_connections c SET status = 'disconnected', "
+        "disconnected_at = COALESCE(n.heartbeat_at, now()), disconnect_reason = 'node down' "
+        "FROM device_connections c2 LEFT JOIN nodes n ON n.node_id = c2.node_id "
+        "WHERE c.id = c2.id AND c.status = 'connected' "
+        "AND (n.node_id IS NULL OR n.heartbeat_at < now() - otahub_node_ttl())");
+    tx->exec("DELETE FROM nodes WHERE heartbeat_at < now() - interval '1 day'");
+    return static_cast<std::int64_t>(r.affected_rows());
+}
+
+}  // namespace otahub::db::devices

@@ -1,0 +1,207 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "db/database.hpp"
+
+namespace otahub::db {
+
+/// A device as the API and the device endpoint see it (a `devices` row with its product, org
+/// and online state).
+struct DeviceRow {
+    std::int64_t id = 0;
+    std::int64_t org_id = 0;
+    std::int64_t product_id = 0;
+    std::string product_name{};
+    std::string org_name{};
+    std::string identifier{};
+    std::string description{};
+    std::vector<std::string> tags{};
+    bool updates_enabled = true;
+    std::optional<std::string> updates_blocked_until{};
+    bool disabled = false;
+    bool deleted = false;
+    std::optional<std::string> firmware_uuid{};
+    std::optional<std::string> version{};
+    std::optional<std::string> platform{};
+    std::optional<std::string> architecture{};
+    std::optional<std::string> firmware_product{};
+    /// The reported firmware metadata (null when the device never joined).
+    nlohmann::json firmware_metadata{};
+    std::optional<std::string> device_api_version{};
+    std::string firmware_validation_status{"unknown"};
+    bool firmware_auto_revert_detected = false;
+    std::vector<std::string> connection_types{};
+    std::optional<std::string> network_interface{};
+    std::optional<std::string> update_status{};
+    std::optional<std::string> update_status_reason{};
+    std::optional<std::string> update_status_at{};
+    std::optional<int> update_progress{};
+    std::optional<std::string> update_stage{};
+    std::optional<std::string> first_seen_at{};
+    std::optional<std::string> last_seen_at{};
+    std::optional<std::string> connected_at{};
+    /// A connected session on a live node.
+    bool online = false;
+    std::string inserted_at{};
+    std::string updated_at{};
+};
+
+/// A `device_certificates` row.
+struct DeviceCertificateRow {
+    std::int64_t id = 0;
+    std::int64_t org_id = 0;
+    std::int64_t device_id = 0;
+    std::string serial{};
+    std::optional<std::string> aki{};
+    std::optional<std::string> ski{};
+    std::string not_before{};
+    std::string not_after{};
+    std::string fingerprint{};
+    std::string public_key_fingerprint{};
+    bool revoked = false;
+    std::optional<std::string> revoked_at{};
+    std::optional<std::string> last_used_at{};
+    std::string inserted_at{};
+};
+
+/// What is stored for a new device certificate.
+struct NewDeviceCertificate {
+    std::int64_t org_id = 0;
+    std::int64_t device_id = 0;
+    std::string serial{};
+    std::string aki{};
+    std::string ski{};
+    std::chrono::system_clock::time_point not_before{};
+    std::chrono::system_clock::time_point not_after{};
+    std::string fingerprint{};
+    std::string public_key_fingerprint{};
+    std::vector<std::uint8_t> der{};
+};
+
+/// Filters and page of a device listing.
+struct DeviceQuery {
+    std::int64_t product_id = 0;
+    std::optional<std::string> tag{};
+    std::optional<bool> online{};
+    std::optional<std::string> version{};
+    std::optional<std::string> identifier_prefix{};
+    int page = 1;
+    int page_size = 50;
+};
+
+/// One page of devices and the count of all matches.
+struct DevicePage {
+    std::vector<DeviceRow> devices{};
+    std::int64_t total = 0;
+};
+
+/// Firmware facts a device reported when joining topic `device`.
+struct FirmwareReport {
+    std::optional<std::string> uuid{};
+    std::optional<std::string> version{};
+    std::optional<std::string> platform{};
+    std::optional<std::string> architecture{};
+    std::optional<std::string> product{};
+    std::optional<std::string> device_api_version{};
+    std::optional<std::string> currently_downloading_uuid{};
+    /// `validated`, `not_validated` or `unknown`.
+    std::string validation_status{"unknown"};
+    bool auto_revert_detected = false;
+    /// Everything reported (nerves_fw_ prefix stripped), as stored in `firmware_metadata`.
+    nlohmann::json metadata = nlohmann::json::object();
+};
+
+/// Devices, their certificates and connections.
+namespace devices {
+
+/// The live (not deleted) device of an org by identifier.
+std::optional<DeviceRow> find(Tx& tx, std::int64_t org_id, const std::string& identifier);
+/// A device by id, deleted or not.
+std::optional<DeviceRow> find_by_id(Tx& tx, std::int64_t id);
+/// The device of an org by identifier, including a soft-deleted one.
+std::optional<DeviceRow> find_any(Tx& tx, std::int64_t org_id, const std::string& identifier);
+/// A page of a product's live devices, by identifier.
+DevicePage list(Tx& tx, const DeviceQuery& query);
+/// Creates a device, or revives a soft-deleted one with that identifier (fresh settings).
+DeviceRow create(Tx& tx, std::int64_t org_id, std::int64_t product_id,
+                 const std::string& identifier, const std::string& description,
+                 const std::vector<std::string>& tags);
+/// Creates the device unless (org, identifier) exists; returns the device either way (JITP:
+/// concurrent first connections of one device end with one row).
+DeviceRow create_if_missing(Tx& tx, std::int64_t org_id, std::int64_t product_id,
+                            const std::string& identifier, const std::string& description,
+                            const std::vector<std::string>& tags);
+/// Sets the editable settings.
+DeviceRow update(Tx& tx, std::int64_t id, const std::string& description,
+                 const std::vector<std::string>& tags, bool updates_enabled, bool disabled);
+/// Soft-deletes a device.
+void soft_delete(Tx& tx, std::int64_t id);
+
+/// Stores what the device reported when joining.
+void record_join(Tx& tx, std::int64_t id, const FirmwareReport& report);
+/// Stores a status_update (`rescheduled` with delay_for minutes also blocks updates until then).
+void record_status(Tx& tx, std::int64_t id, const std::string& status,
+                   const std::optional<std::string>& reason,
+                   const std::optional<std::int64_t>& delay_for_minutes);
+/// Stores an fwup_progress / update_progress.
+void record_progress(Tx& tx, std::int64_t id, int value, const std::optional<std::string>& stage);
+/// Stores the connection types (`connection_types` event).
+void record_connection_types(Tx& tx, std::int64_t id, const std::vector<std::string>& types);
+/// Marks the running firmware validated (`firmware_validated` event).
+void record_firmware_validated(Tx& tx, std::int64_t id);
+/// Stores the network interface the device downloads over.
+void record_network_interface(Tx& tx, std::int64_t id, const std::string& interface_name);
+
+// ---- certificates ----
+
+/// The certificate with that DER fingerprint (any device, revoked or not).
+std::optional<DeviceCertificateRow> find_certificate_by_fingerprint(Tx& tx,
+                                                                    const std::string& fingerprint);
+/// Certificates of an org's devices with that public key fingerprint.
+std::vector<DeviceCertificateRow> certificates_by_public_key(Tx& tx, std::int64_t org_id,
+                                                             const std::string& public_key_fp);
+/// Number of certificates (revoked or not) of a device whose public key is not `public_key_fp`.
+std::int64_t count_certificates_with_other_key(Tx& tx, std::int64_t device_id,
+                                               const std::string& public_key_fp);
+/// Inserts a certificate; returns nullopt when that fingerprint is already stored.
+std::optional<DeviceCertificateRow> insert_certificate(Tx& tx, const NewDeviceCertificate& cert);
+/// A device's certificates that are not revoked, oldest first.
+std::vector<DeviceCertificateRow> list_certificates(Tx& tx, std::int64_t device_id);
+/// A device's certificate by decimal serial.
+std::optional<DeviceCertificateRow> find_certificate(Tx& tx, std::int64_t device_id,
+                                                     const std::string& serial);
+/// Marks a certificate revoked.
+void revoke_certificate(Tx& tx, std::int64_t certificate_id);
+/// Records that the certificate was used (at most once a minute).
+void touch_certificate(Tx& tx, std::int64_t certificate_id);
+
+// ---- connections and nodes ----
+
+/// Opens a session row for the device on `node_id`; updates connected_at, first/last seen.
+/// Returns the connection id (increasing: a larger id is a newer connection).
+std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
+                             const std::string& remote_address, const std::string& fingerprint);
+/// Marks a session disconnected (no-op when already so) and writes the device's last_seen_at.
+void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason);
+/// Writes last_seen_at = now() for these devices and their open sessions.
+void touch_last_seen(Tx& tx, const std::vector<std::int64_t>& device_ids);
+/// Of these live sessions (device id, certificate fingerprint), the ones that must end: device
+/// deleted or disabled, or certificate revoked. Returns (device id, reason) pairs.
+std::vector<std::pair<std::int64_t, std::string>> sessions_to_close(
+    Tx& tx, const std::vector<std::pair<std::int64_t, std::string>>& sessions);
+/// Registers or refreshes a node's heartbeat.
+void heartbeat_node(Tx& tx, const std::string& node_id);
+/// Marks every connected session of the node disconnected (start-up and shutdown); returns
+/// how many.
+std::int64_t disconnect_node(Tx& tx, const std::string& node_id, const std::string& reason);
+/// Marks connected sessions of nodes whose heartbeat is stale disconnected; returns how many.
+std::int64_t sweep_dead_nodes(Tx& tx);
+
+}  // namespace devices
+}  // namespace otahub::db

@@ -1,0 +1,125 @@
+#include "server/device/authenticator.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "db/repositories/ca_certificates_repository.hpp"
+#include "db/repositories/devices_repository.hpp"
+#include "server/events/event_bus.hpp"
+
+namespace otahub::device {
+namespace {
+
+AuthResult refuse(int status, std::string reason) {
+    AuthResult result;
+    result.status = status;
+    result.reason = std::move(reason);
+    return result;
+}
+
+db::NewDeviceCertificate certificate_row(const pki::CertificateFacts& leaf, std::int64_t org_id,
+                                         std::int64_t device_id) {
+    db::NewDeviceCertificate row;
+    row.org_id = org_id;
+    row.device_id = device_id;
+    row.serial = leaf.serial;
+    row.aki = leaf.aki;
+    row.ski = leaf.ski;
+    row.not_before = leaf.not_before;
+    row.not_after = leaf.not_after;
+    row.fingerprint = leaf.fingerprint;
+    row.public_key_fingerprint = leaf.public_key_fingerprint;
+    row.der = leaf.der;
+    return row;
+}
+
+AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
+    const auto& leaf = request.leaf;
+    const std::int64_t org_id = request.ca.org_id;
+    std::optional<db::DeviceRow> device;
+    bool provisioned = false;
+    bool added = false;
+
+    if (auto cert = db::devices::find_certificate_by_fingerprint(tx, leaf.fingerprint)) {
+        if (cert->revoked) return refuse(403, "certificate revoked");
+        device = db::devices::find_by_id(tx, cert->device_id);
+        if (!device || device->org_id != org_id) {
+            return refuse(403, "certificate belongs to a device of another organization");
+        }
+        db::devices::touch_certificate(tx, cert->id);
+    } else {
+        auto same_key =
+            db::devices::certificates_by_public_key(tx, org_id, leaf.public_key_fingerprint);
+        if (!same_key.empty()) {
+            // A new certificate for a known key: rotation, only for the device owning the key.
+            device = db::devices::find_by_id(tx, same_key.front().device_id);
+            if (!device || device->identifier != leaf.common_name) {
+                return refuse(403,
+                              "certificate common name does not match the device owning its key");
+            }
+        } else {
+            if (leaf.common_name.empty()) return refuse(401, "certificate has no common name");
+            device = db::devices::find_any(tx, org_id, leaf.common_name);
+            if (device && !device->deleted &&
+                db::devices::count_certificates_with_other_key(tx, device->id,
+                                                               leaf.public_key_fingerprint) > 0) {
+                return refuse(403, "unexpected public key for an existing device");
+            }
+            if (!device) {
+                auto ca = db::ca_certificates::find_by_id(tx, request.ca.id);
+                if (!ca || !ca->jitp) {
+                    return refuse(401, "device not registered and its CA has no JITP profile");
+                }
+                device = db::devices::create_if_missing(tx, org_id, ca->jitp->product_id,
+                                                        leaf.common_name, ca->jitp->description,
+                                                        ca->jitp->tags);
+                provisioned = true;
+            }
+        }
+        if (device->deleted) return refuse(403, "device deleted");
+        // Concurrent first connections insert the same certificate; the losers find it stored.
+        added = db::devices::insert_certificate(tx, certificate_row(leaf, org_id, device->id))
+                    .has_value();
+    }
+
+    if (device->deleted) return refuse(403, "device deleted");
+    if (device->disabled) return refuse(403, "device disabled");
+
+    AuthResult result;
+    result.ok = true;
+    result.status = 101;
+    result.device_id = device->id;
+    result.org_id = device->org_id;
+    result.product_id = device->product_id;
+    result.identifier = device->identifier;
+    result.provisioned = provisioned;
+    result.certificate_added = added;
+    result.connection_id = db::devices::open_connection(tx, device->id, request.node_id,
+                                                        request.remote, leaf.fingerprint);
+    db::ca_certificates::touch_last_used(tx, request.ca.id);
+    events::publish(tx, events::kDeviceConnected,
+                    {{"device_id", device->id},
+                     {"connection_id", result.connection_id},
+                     {"node_id", request.node_id}});
+    return result;
+}
+
+}  // namespace
+
+AuthResult authenticate_device(db::Database& db, const AuthRequest& request) {
+    try {
+        return db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
+    } catch (const ApiError& e) {
+        if (e.code() == ErrorCode::kConflict) {
+            return refuse(403, "certificate conflicts with a stored certificate");
+        }
+        spdlog::warn("device authentication failed cn={} serial={}: {}", request.leaf.common_name,
+                     request.leaf.serial, e.what());
+        return refuse(503, "platform unavailable");
+    } catch (const std::exception& e) {
+        spdlog::error("device authentication failed cn={} serial={}: {}", request.leaf.common_name,
+                      request.leaf.serial, e.what());
+        return refuse(503, "platform unavailable");
+    }
+}
+
+}  // namespace otahub::device

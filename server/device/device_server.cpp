@@ -1,0 +1,401 @@
+#include "server/device/device_server.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <regex>
+
+#include "db/repositories/devices_repository.hpp"
+#include "server/device/authenticator.hpp"
+#include "server/device/presence.hpp"
+#include "server/device/ws_session.hpp"
+#include "server/http/message.hpp"
+#include "server/net/tls.hpp"
+
+namespace otahub::device {
+namespace {
+
+namespace beast = net::beast;
+namespace bhttp = net::beast::http;
+namespace websocket = net::beast::websocket;
+namespace asio = net::asio;
+using net::kAsTuple;
+using net::tcp;
+
+/// What NervesHub answers when no credentials were presented.
+constexpr const char* kNoAuthReason =
+    "no certificate pair or shared secrets connection settings were provided";
+
+/// Per-node admission of new TLS handshakes, in one-second windows.
+class Admission {
+  public:
+    explicit Admission(int limit) : limit_(limit) {}
+
+    bool admit() {
+        if (limit_ <= 0) return true;
+        const auto second = std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count();
+        const std::lock_guard lock{mutex_};
+        if (second != window_) {
+            if (refused_ > 0) {
+                spdlog::warn(
+                    "device handshake rate limit: refused {} connection(s) in the last "
+                    "second (limit {}/s, OTAHUB_HANDSHAKE_RATE_LIMIT)",
+                    refused_, limit_);
+            }
+            window_ = second;
+            admitted_ = 0;
+            refused_ = 0;
+        }
+        if (admitted_ < limit_) {
+            ++admitted_;
+            return true;
+        }
+        if (refused_++ == 0) {
+            spdlog::warn(
+                "device handshake rate limit of {}/s reached: refusing new connections "
+                "for the rest of this second",
+                limit_);
+        }
+        return false;
+    }
+
+  private:
+    int limit_;
+    std::mutex mutex_;
+    std::int64_t window_ = 0;
+    int admitted_ = 0;
+    int refused_ = 0;
+};
+
+struct Target {
+    std::string path;
+    std::optional<std::string> vsn;
+};
+
+Target parse_target(std::string_view target) {
+    Target out;
+    const auto question = target.find('?');
+    out.path = std::string(target.substr(0, question));
+    if (question == std::string_view::npos) return out;
+    std::string_view query = target.substr(question + 1);
+    std::size_t start = 0;
+    while (start <= query.size()) {
+        auto end = query.find('&', start);
+        if (end == std::string_view::npos) end = query.size();
+        const auto pair = query.substr(start, end - start);
+        const auto eq = pair.find('=');
+        auto key = http::percent_decode(pair.substr(0, eq), true);
+        if (key && *key == "vsn") {
+            out.vsn = eq == std::string_view::npos
+                          ? std::optional<std::string>("")
+                          : http::percent_decode(pair.substr(eq + 1), true).value_or("?");
+        }
+        start = end + 1;
+    }
+    return out;
+}
+
+bool supported_vsn(const std::optional<std::string>& vsn) {
+    // The V2 JSON serializer is `~> 2.0.0`; Slipstream sends 2.0.0, no vsn means 2.0.0.
+    static const std::regex kV2{R"(2\.0\.\d{1,6})"};
+    return !vsn || std::regex_match(*vsn, kV2);
+}
+
+}  // namespace
+
+struct DeviceServer::State {
+    asio::io_context& io;
+    asio::thread_pool& workers;
+    db::Database& db;
+    net::ssl::context& tls;
+    SessionRegistry& registry;
+    Presence& presence;
+    const DeviceHooks& hooks;
+    DeviceServerOptions options;
+    tcp::acceptor acceptor;
+    Admission admission;
+    std::atomic<std::size_t> open{0};
+    std::atomic<bool> stopped{false};
+
+    State(asio::io_context& io_context, asio::thread_pool& pool, db::Database& database,
+          net::ssl::context& context, SessionRegistry& sessions, Presence& node_presence,
+          const DeviceHooks& device_hooks, DeviceServerOptions opts)
+        : io(io_context),
+          workers(pool),
+          db(database),
+          tls(context),
+          registry(sessions),
+          presence(node_presence),
+          hooks(device_hooks),
+          options(std::move(opts)),
+          acceptor(io_context),
+          admission(options.handshake_rate_limit) {}
+};
+
+namespace {
+
+// `stream` and `reason` must outlive the call (the caller awaits it at once). No std::string
+// parameter: GCC 12 may destroy a temporary argument of a coroutine awaited in place twice.
+net::awaitable<void> refuse_upgrade(TlsStream& stream, unsigned version, int status,
+                                    std::string_view reason, bool auth_header) {
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), version};
+    res.set(bhttp::field::server, "otahub");
+    res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
+    if (auth_header) res.set("nh-connection-error-reason", reason);
+    res.keep_alive(false);
+    res.body() = std::string(reason) + "\n";
+    res.prepare_payload();
+    auto [ec, n] = co_await bhttp::async_write(stream, res, kAsTuple);
+    if (ec) co_return;
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    auto [shutdown_ec] = co_await stream.async_shutdown(kAsTuple);
+    (void)shutdown_ec;
+}
+
+void log_handshake_failure(TlsStream& stream, const boost::system::error_code& ec,
+                           const std::string& remote) {
+    SSL* ssl = stream.native_handle();
+    if (auto verified = pki::verification_result(ssl); verified && !verified->ok()) {
+        return;  // logged by the verification hook
+    }
+    const bool no_certificate = ec.category() == asio::error::get_ssl_category() &&
+                                ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
+                                    SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
+    if (no_certificate) {
+        spdlog::info("device refused at TLS: reason=no_certificate remote={}", remote);
+    } else if (ec == beast::error::timeout) {
+        spdlog::info("device refused at TLS: reason=handshake_timeout remote={}", remote);
+    } else {
+        spdlog::debug("device TLS handshake failed remote={}: {}", remote, ec.message());
+    }
+}
+
+net::awaitable<void> handle_connection(tcp::socket socket,
+                                       std::shared_ptr<DeviceServer::State> state) {
+    boost::system::error_code ec;
+    const auto endpoint = socket.remote_endpoint(ec);
+    const std::string remote =
+        ec ? "unknown" : endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+    if (!state->admission.admit()) {
+        socket.close(ec);
+        co_return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    TlsStream stream{std::move(socket), state->tls};
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    // One deadline for the TLS handshake and the upgrade request together.
+    tcp_layer.expires_after(state->options.handshake_timeout);
+    auto [hs_ec] = co_await stream.async_handshake(net::ssl::stream_base::server, kAsTuple);
+    if (hs_ec) {
+        log_handshake_failure(stream, hs_ec, remote);
+        co_return;
+    }
+
+    beast::flat_buffer buffer{state->options.max_upgrade_header_bytes};
+    bhttp::request_parser<bhttp::empty_body> parser;
+    parser.header_limit(state->options.max_upgrade_header_bytes);
+    parser.body_limit(0);
+    auto [read_ec, n] = co_await bhttp::async_read(stream, buffer, parser, kAsTuple);
+    if (read_ec) {
+        if (read_ec == bhttp::error::header_limit) {
+            spdlog::info("device upgrade refused: reason=request_header_too_large remote={}",
+                         remote);
+            co_await refuse_upgrade(stream, 11, 431, "request header too large", false);
+        } else if (read_ec == beast::error::timeout) {
+            spdlog::info("device upgrade refused: reason=upgrade_timeout remote={}", remote);
+        } else if (read_ec.category() ==
+                   bhttp::make_error_code(bhttp::error::bad_method).category()) {
+            spdlog::info("device upgrade refused: reason=malformed_request remote={}", remote);
+            co_await refuse_upgrade(stream, 11, 400, "malformed request", false);
+        }
+        co_return;
+    }
+    auto request = parser.release();
+    const auto target =
+        parse_target(std::string_view(request.target().data(), request.target().size()));
+    const unsigned version = request.version();
+
+    const auto verified = pki::verification_result(stream.native_handle());
+    std::string who = verified && verified->leaf ? "serial=" + verified->leaf->serial +
+                                                       " cn=" + verified->leaf->common_name
+                                                 : std::string("no certificate");
+    if (target.path != "/socket/websocket" && target.path != "/device-socket/websocket") {
+        spdlog::info("device upgrade refused: status=404 reason=unknown_path {} remote={}", who,
+                     remote);
+        co_await refuse_upgrade(stream, version, 404, "not found", false);
+        co_return;
+    }
+    if (!supported_vsn(target.vsn)) {
+        spdlog::info(
+            "device upgrade refused: status=400 reason=unsupported_vsn vsn={} {} "
+            "remote={}",
+            target.vsn->substr(0, 32), who, remote);
+        co_await refuse_upgrade(stream, version, 400, "unsupported serializer version", false);
+        co_return;
+    }
+    if (!websocket::is_upgrade(request)) {
+        spdlog::info(
+            "device upgrade refused: status=400 reason=not_a_websocket_upgrade {} "
+            "remote={}",
+            who, remote);
+        co_await refuse_upgrade(stream, version, 400, "expected a websocket upgrade", false);
+        co_return;
+    }
+    if (!verified || !verified->ok() || !verified->leaf || !verified->ca) {
+        spdlog::info("device upgrade refused: status=401 reason=no_auth remote={}", remote);
+        co_await refuse_upgrade(stream, version, 401, kNoAuthReason, true);
+        co_return;
+    }
+
+    AuthRequest auth;
+    auth.leaf = *verified->leaf;
+    auth.ca = *verified->ca;
+    auth.node_id = state->options.node_id;
+    auth.remote = remote;
+    AuthResult result;
+    try {
+        // A named callable: see the GCC 12 note on net::run_blocking.
+        auto lookup = [&db = state->db, auth] { return authenticate_device(db, auth); };
+        result = co_await net::run_blocking(state->workers, std::move(lookup));
+    } catch (const std::exception&) {
+        result.status = 503;
+        result.reason = "platform unavailable";
+    }
+    if (!result.ok) {
+        spdlog::info("device upgrade refused: status={} reason=\"{}\" {} remote={}", result.status,
+                     result.reason, who, remote);
+        co_await refuse_upgrade(stream, version, result.status, result.reason, true);
+        co_return;
+    }
+
+    SessionInfo info;
+    info.device_id = result.device_id;
+    info.org_id = result.org_id;
+    info.product_id = result.product_id;
+    info.identifier = result.identifier;
+    info.connection_id = result.connection_id;
+    info.fingerprint = auth.leaf.fingerprint;
+    info.serial = auth.leaf.serial;
+    info.ca_id = auth.ca.id;
+    info.remote = remote;
+
+    WsStream ws{std::move(stream)};
+    beast::get_lowest_layer(ws).expires_never();
+    websocket::stream_base::timeout timeouts{};
+    timeouts.handshake_timeout = state->options.handshake_timeout;
+    timeouts.idle_timeout = state->options.idle_timeout;
+    timeouts.keep_alive_pings = false;
+    ws.set_option(timeouts);
+    ws.read_message_max(state->options.max_message_bytes);
+    ws.set_option(websocket::stream_base::decorator(
+        [](websocket::response_type& res) { res.set(bhttp::field::server, "otahub"); }));
+    auto [accept_ec] = co_await ws.async_accept(request, kAsTuple);
+    if (accept_ec) {
+        spdlog::info("device upgrade refused: reason=\"{}\" {} remote={}", accept_ec.message(), who,
+                     remote);
+        try {
+            auto close_row = [&db = state->db, id = info.connection_id, why = accept_ec.message()] {
+                db.run([&](db::Tx& tx) { db::devices::close_connection(tx, id, why); });
+            };
+            co_await net::run_blocking(state->workers, std::move(close_row));
+        } catch (const std::exception& e) {
+            spdlog::warn("device={} could not record the failed upgrade: {}", info.identifier,
+                         e.what());
+        }
+        co_return;
+    }
+    spdlog::info("device={} connected {} connection={} remote={}{}", info.identifier,
+                 "serial=" + info.serial, info.connection_id, remote,
+                 result.provisioned ? " (provisioned just in time)" : "");
+    auto session = std::make_shared<WsSession>(
+        std::move(ws), std::move(info),
+        SessionDeps{state->workers, state->db, state->registry, state->presence, state->hooks});
+    co_await WsSession::run(std::move(session));
+}
+
+net::awaitable<void> accept_loop(std::shared_ptr<DeviceServer::State> state) {
+    while (!state->stopped) {
+        auto [ec, socket] =
+            co_await state->acceptor.async_accept(asio::make_strand(state->io), kAsTuple);
+        if (ec) {
+            if (ec == asio::error::operation_aborted || state->stopped) break;
+            spdlog::warn("device accept failed: {}", ec.message());
+            if (ec == asio::error::no_descriptors) {
+                // Out of file descriptors: back off instead of spinning.
+                asio::steady_timer pause{state->io, std::chrono::milliseconds(100)};
+                co_await pause.async_wait(kAsTuple);
+            }
+            continue;
+        }
+        ++state->open;
+        auto executor = socket.get_executor();
+        asio::co_spawn(executor, handle_connection(std::move(socket), state),
+                       [state](std::exception_ptr error) {
+                           --state->open;
+                           if (!error) return;
+                           try {
+                               std::rethrow_exception(error);
+                           } catch (const boost::system::system_error& e) {
+                               if (!net::is_benign_disconnect(e.code())) {
+                                   spdlog::warn("device connection ended: {}", e.what());
+                               }
+                           } catch (const std::exception& e) {
+                               spdlog::warn("device connection ended: {}", e.what());
+                           }
+                       });
+    }
+}
+
+}  // namespace
+
+net::ssl::context make_device_tls_context(const std::string& cert_chain_file,
+                                          const std::string& key_file, pki::TrustStore& trust) {
+    auto ctx = net::make_server_context(cert_chain_file, key_file);
+    pki::ClientVerificationOptions options;
+    options.require_certificate = true;
+    options.on_refusal = [](const pki::Refusal& refusal) {
+        spdlog::info("device refused at TLS: reason={} serial={} cn={} issuer=\"{}\"",
+                     pki::to_string(refusal.reason), refusal.serial, refusal.common_name,
+                     refusal.issuer);
+    };
+    pki::install_client_verification(ctx.native_handle(), trust.provider(), std::move(options));
+    return ctx;
+}
+
+DeviceServer::DeviceServer(asio::io_context& io, asio::thread_pool& workers, db::Database& db,
+                           net::ssl::context& tls, SessionRegistry& registry, Presence& presence,
+                           const DeviceHooks& hooks, DeviceServerOptions options)
+    : state_(std::make_shared<State>(io, workers, db, tls, registry, presence, hooks,
+                                     std::move(options))) {}
+
+DeviceServer::~DeviceServer() { stop(); }
+
+std::uint16_t DeviceServer::listen(const ListenAddress& address) {
+    auto endpoint = tcp::endpoint{asio::ip::make_address(address.host), address.port};
+    auto& acceptor = state_->acceptor;
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(endpoint);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+    return acceptor.local_endpoint().port();
+}
+
+void DeviceServer::start() {
+    asio::co_spawn(state_->acceptor.get_executor(), accept_loop(state_), asio::detached);
+}
+
+void DeviceServer::stop() {
+    if (state_->stopped.exchange(true)) return;
+    asio::post(state_->acceptor.get_executor(), [state = state_] {
+        boost::system::error_code ec;
+        state->acceptor.close(ec);
+    });
+}
+
+std::size_t DeviceServer::open_connections() const { return state_->open; }
+
+}  // namespace otahub::device

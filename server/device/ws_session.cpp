@@ -1,0 +1,220 @@
+#include "server/device/ws_session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "db/repositories/devices_repository.hpp"
+#include "server/device/phoenix.hpp"
+#include "server/device/presence.hpp"
+
+namespace otahub::device {
+namespace {
+
+namespace websocket = net::beast::websocket;
+namespace phx = phoenix;
+
+/// A device that does not read its socket is cut off past this much queued output.
+constexpr std::size_t kMaxOutboxBytes = 4 * 1024 * 1024;
+
+std::uint16_t close_code_for(phx::DecodeErrorCode code) {
+    switch (code) {
+        case phx::DecodeErrorCode::kTooLarge:
+            return websocket::close_code::too_big;
+        case phx::DecodeErrorCode::kTooDeep:
+            return websocket::close_code::policy_error;
+        default:
+            return websocket::close_code::bad_payload;
+    }
+}
+
+std::string describe_end(const boost::system::error_code& ec, const WsStream& ws) {
+    if (ec == websocket::error::closed) {
+        const auto& reason = ws.reason();
+        return "closed by device (code " + std::to_string(reason.code) + ")";
+    }
+    if (ec == net::beast::error::timeout) return "idle timeout";
+    if (ec == websocket::error::message_too_big || ec == websocket::error::buffer_overflow) {
+        return "frame too large";
+    }
+    return ec.message();
+}
+
+}  // namespace
+
+WsSession::WsSession(WsStream ws, SessionInfo info, SessionDeps deps)
+    : ws_(std::move(ws)),
+      info_(std::move(info)),
+      deps_(deps),
+      channel_(info_, deps.db, deps.hooks),
+      wake_(ws_.get_executor()),
+      last_seen_mark_(std::chrono::steady_clock::now()) {}
+
+void WsSession::close(std::uint16_t code, std::string reason) {
+    net::asio::post(ws_.get_executor(),
+                    [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
+                        self->request_close(code, std::move(reason));
+                    });
+}
+
+void WsSession::push(std::string event, nlohmann::json payload) {
+    net::asio::post(ws_.get_executor(), [self = shared_from_this(), event = std::move(event),
+                                         payload = std::move(payload)]() mutable {
+        if (self->closing_ || !self->channel_.joined()) return;
+        self->enqueue(phx::encode(phx::push("device", std::move(event), std::move(payload))));
+    });
+}
+
+void WsSession::enqueue(std::string text) {
+    if (closing_) return;
+    outbox_bytes_ += text.size();
+    outbox_.push_back(std::move(text));
+    if (outbox_bytes_ > kMaxOutboxBytes) {
+        outbox_.clear();
+        outbox_bytes_ = 0;
+        request_close(websocket::close_code::policy_error, "device does not read its socket");
+        return;
+    }
+    wake_.cancel();
+}
+
+void WsSession::request_close(std::uint16_t code, std::string reason) {
+    if (closing_) return;
+    closing_ = true;
+    end_reason_ = reason;
+    // A close reason travels in a control frame: at most 123 bytes.
+    if (reason.size() > 120) reason.resize(120);
+    pending_close_ = websocket::close_reason{static_cast<websocket::close_code>(code), reason};
+    wake_.cancel();
+}
+
+net::awaitable<void> WsSession::write_loop(std::shared_ptr<WsSession> self) {
+    auto& s = *self;
+    for (;;) {
+        if (s.reader_done_) break;
+        if (!s.outbox_.empty()) {
+            std::string text = std::move(s.outbox_.front());
+            s.outbox_.pop_front();
+            s.outbox_bytes_ -= std::min(s.outbox_bytes_, text.size());
+            s.ws_.text(true);
+            auto [ec, n] = co_await s.ws_.async_write(net::asio::buffer(text), net::kAsTuple);
+            if (ec) break;
+            continue;
+        }
+        if (s.pending_close_) {
+            auto reason = *s.pending_close_;
+            s.pending_close_.reset();
+            auto [ec] = co_await s.ws_.async_close(reason, net::kAsTuple);
+            (void)ec;
+            break;
+        }
+        s.wake_.expires_at(net::asio::steady_timer::time_point::max());
+        auto [ec] = co_await s.wake_.async_wait(net::kAsTuple);
+        (void)ec;
+    }
+}
+
+net::awaitable<void> WsSession::read_loop() {
+    net::beast::flat_buffer buffer;
+    const phx::Limits limits{};
+    for (;;) {
+        auto [ec, n] = co_await ws_.async_read(buffer, net::kAsTuple);
+        if (ec) {
+            if (end_reason_.empty()) end_reason_ = describe_end(ec, ws_);
+            break;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_seen_mark_ >= kLastSeenWriteInterval) {
+            last_seen_mark_ = now;
+            deps_.presence.mark_seen(info_.device_id);
+        }
+        if (closing_) {
+            buffer.consume(buffer.size());
+            continue;  // draining until the device answers our close
+        }
+        if (!ws_.got_text()) {
+            buffer.consume(buffer.size());
+            spdlog::info("device={} sent a binary frame; closing (vsn=2.0.0 is JSON text)",
+                         info_.identifier);
+            request_close(websocket::close_code::unknown_data, "binary frames are not supported");
+            continue;
+        }
+        const auto data = buffer.cdata();
+        auto decoded = phx::decode(
+            std::string_view(static_cast<const char*>(data.data()), data.size()), limits);
+        buffer.consume(buffer.size());
+        if (!decoded) {
+            spdlog::info("device={} sent a malformed frame ({}); closing", info_.identifier,
+                         decoded.error().reason);
+            request_close(close_code_for(decoded.error().code), "malformed frame");
+            continue;
+        }
+        auto step = channel_.handle(decoded.value());
+        std::vector<phx::Message>* replies = &step.replies;
+        if (step.work) {
+            try {
+                auto work = std::move(step.work);
+                co_await net::run_blocking(deps_.workers, std::move(work));
+            } catch (const std::exception& e) {
+                spdlog::warn("device={} {} on {} failed: {}", info_.identifier, decoded->event,
+                             decoded->topic, e.what());
+                replies = &step.on_failure;
+            }
+        }
+        for (const auto& reply : *replies) enqueue(phx::encode(reply));
+    }
+}
+
+net::awaitable<void> WsSession::run(std::shared_ptr<WsSession> self) {
+    const auto started = std::chrono::steady_clock::now();
+    self->deps_.registry.add(self);
+    auto executor = self->ws_.get_executor();
+    net::asio::co_spawn(executor, write_loop(self),
+                        [id = self->info_.identifier](std::exception_ptr e) {
+                            if (!e) return;
+                            try {
+                                std::rethrow_exception(e);
+                            } catch (const std::exception& ex) {
+                                spdlog::warn("device={} writer ended: {}", id, ex.what());
+                            }
+                        });
+    try {
+        co_await self->read_loop();
+    } catch (const std::exception& e) {
+        self->end_reason_ = std::string("internal error: ") + e.what();
+        spdlog::error("device={} session failed: {}", self->info_.identifier, e.what());
+    }
+    self->reader_done_ = true;
+    self->closing_ = true;
+    self->wake_.cancel();
+    self->deps_.registry.remove(*self);
+    if (net::beast::get_lowest_layer(self->ws_).socket().is_open()) {
+        boost::system::error_code ignored;
+        net::beast::get_lowest_layer(self->ws_).socket().close(ignored);
+    }
+
+    const auto info = self->info_;
+    const auto reason = self->end_reason_.empty() ? std::string("closed") : self->end_reason_;
+    const auto seconds =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
+            .count();
+    spdlog::info("device={} disconnected: {} (connection {} lasted {} s)", info.identifier, reason,
+                 info.connection_id, seconds);
+    try {
+        // A named callable: see the GCC 12 note on net::run_blocking.
+        auto record = [deps = self->deps_, info, reason] {
+            deps.db.run(
+                [&](db::Tx& tx) { db::devices::close_connection(tx, info.connection_id, reason); });
+            for (const auto& hook : deps.hooks.on_disconnect) {
+                try {
+                    hook(info);
+                } catch (const std::exception& e) {
+                    spdlog::warn("device hook on_disconnect failed: {}", e.what());
+                }
+            }
+        };
+        co_await net::run_blocking(self->deps_.workers, std::move(record));
+    } catch (const std::exception& e) {
+        spdlog::warn("device={} could not record the disconnection: {}", info.identifier, e.what());
+    }
+}
+
+}  // namespace otahub::device

@@ -1,0 +1,68 @@
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "db/database.hpp"
+#include "server/device/device_channel.hpp"
+#include "server/device/registry.hpp"
+#include "server/device/session_info.hpp"
+#include "server/net/asio.hpp"
+
+namespace otahub::device {
+
+class Presence;
+
+/// The TLS stream under a device websocket.
+using TlsStream = net::beast::ssl_stream<net::beast::tcp_stream>;
+/// A device websocket.
+using WsStream = net::beast::websocket::stream<TlsStream>;
+
+/// What sessions share, owned by the device server.
+struct SessionDeps {
+    net::asio::thread_pool& workers;
+    db::Database& db;
+    SessionRegistry& registry;
+    Presence& presence;
+    const DeviceHooks& hooks;
+};
+
+/// One accepted device websocket speaking Phoenix V2 JSON on topics `phoenix` and `device`.
+/// Everything runs on the socket's strand; `close` and `push` may be called from any thread.
+class WsSession final : public SessionHandle, public std::enable_shared_from_this<WsSession> {
+  public:
+    /// Takes an accepted websocket (options already set).
+    WsSession(WsStream ws, SessionInfo info, SessionDeps deps);
+
+    /// Registers the session, serves it until it ends, then closes its connection row.
+    /// Spawn on the socket's executor.
+    static net::awaitable<void> run(std::shared_ptr<WsSession> self);
+
+    const SessionInfo& info() const override { return info_; }
+    void close(std::uint16_t code, std::string reason) override;
+    void push(std::string event, nlohmann::json payload) override;
+
+  private:
+    net::awaitable<void> read_loop();
+    static net::awaitable<void> write_loop(std::shared_ptr<WsSession> self);
+    void enqueue(std::string text);
+    void request_close(std::uint16_t code, std::string reason);
+
+    WsStream ws_;
+    SessionInfo info_;
+    SessionDeps deps_;
+    DeviceChannel channel_;
+    net::asio::steady_timer wake_;
+    std::deque<std::string> outbox_;
+    std::size_t outbox_bytes_ = 0;
+    std::optional<net::beast::websocket::close_reason> pending_close_;
+    bool closing_ = false;
+    bool reader_done_ = false;
+    std::string end_reason_;
+    std::chrono::steady_clock::time_point last_seen_mark_;
+};
+
+}  // namespace otahub::device
