@@ -15,23 +15,6 @@ constexpr const char* kColumns =
 constexpr const char* kFrom =
     " FROM ca_certificates c LEFT JOIN products jp ON jp.id = c.jitp_product_id ";
 
-std::vector<std::string> string_array(const pqxx::field& field) {
-    std::vector<std::string> out;
-    if (field.is_null()) return out;
-    for (const auto& item : nlohmann::json::parse(field.as<std::string>())) {
-        if (item.is_string()) out.push_back(item.get<std::string>());
-    }
-    return out;
-}
-
-std::string json_array(const std::vector<std::string>& items) {
-    return nlohmann::json(items).dump();
-}
-
-std::int64_t epoch_seconds(std::chrono::system_clock::time_point tp) {
-    return std::chrono::duration_cast<std::chrono::seconds>(tp.time_since_epoch()).count();
-}
-
 CaCertificateRow from(const pqxx::row& row) {
     CaCertificateRow ca;
     ca.id = row[0].as<std::int64_t>();

@@ -14,32 +14,6 @@ constexpr const char* kSelect =
     "d.failure_threshold, d.failed_updates, d.paused_reason, d.notes, iso8601(d.inserted_at), "
     "iso8601(d.updated_at) FROM deployments d JOIN firmwares f ON f.id = d.firmware_id ";
 
-std::vector<std::string> text_array(const pqxx::field& field) {
-    std::vector<std::string> out;
-    if (field.is_null()) return out;
-    auto parser = field.as_array();
-    for (auto item = parser.get_next(); item.first != pqxx::array_parser::done;
-         item = parser.get_next()) {
-        if (item.first == pqxx::array_parser::string_value) out.push_back(item.second);
-    }
-    return out;
-}
-
-/// A text[] literal for a parameter: {"a","b"} with quotes and backslashes escaped.
-std::string array_literal(const std::vector<std::string>& items) {
-    std::string out = "{";
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        if (i > 0) out += ',';
-        out += '"';
-        for (char c : items[i]) {
-            if (c == '"' || c == '\\') out += '\\';
-            out += c;
-        }
-        out += '"';
-    }
-    return out + "}";
-}
-
 DeploymentRow from(const pqxx::row& r) {
     DeploymentRow d;
     d.id = r[0].as<std::int64_t>();
@@ -92,13 +66,15 @@ DeviceResolutionRow device_from(const pqxx::row& r) {
     d.tags = text_array(r[7]);
     d.updates_enabled = r[8].as<bool>();
     if (!r[9].is_null()) d.updates_blocked_until = r[9].as<std::int64_t>();
+    d.update_in_flight = r[10].as<bool>();
     return d;
 }
 
 constexpr const char* kDeviceSelect =
     "SELECT id, identifier, product_id, platform, architecture, version, firmware_uuid, tags, "
-    "updates_enabled, extract(epoch FROM updates_blocked_until)::bigint FROM devices "
-    "WHERE deleted_at IS NULL AND product_id = $1 ";
+    "updates_enabled, extract(epoch FROM updates_blocked_until)::bigint, "
+    "EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = devices.id "
+    "AND u.status = 'in_flight') FROM devices WHERE deleted_at IS NULL AND product_id = $1 ";
 
 }  // namespace
 

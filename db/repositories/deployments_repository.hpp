@@ -69,6 +69,7 @@ struct DeviceResolutionRow {
     bool updates_enabled = true;
     /// Seconds since the epoch, when set.
     std::optional<std::int64_t> updates_blocked_until;
+    bool update_in_flight = false;
 };
 
 /// Deployments of a product. Keeps the firmware TTL clock in step (firmwares::referenced /

@@ -23,28 +23,6 @@ constexpr const char* kCertColumns =
     "iso8601(c.not_after), c.fingerprint, c.public_key_fingerprint, c.revoked_at IS NOT NULL, "
     "iso8601(c.revoked_at), iso8601(c.last_used_at), iso8601(c.inserted_at)";
 
-std::vector<std::string> string_array(const pqxx::field& field) {
-    std::vector<std::string> out;
-    if (field.is_null()) return out;
-    for (const auto& item : nlohmann::json::parse(field.as<std::string>())) {
-        if (item.is_string()) out.push_back(item.get<std::string>());
-    }
-    return out;
-}
-
-std::string json_array(const std::vector<std::string>& items) {
-    return nlohmann::json(items).dump();
-}
-
-std::int64_t epoch_seconds(std::chrono::system_clock::time_point tp) {
-    return std::chrono::duration_cast<std::chrono::seconds>(tp.time_since_epoch()).count();
-}
-
-// A nullable text parameter (libpqxx 6 has no std::optional parameters).
-const char* nullable(const std::optional<std::string>& value) {
-    return value ? value->c_str() : nullptr;
-}
-
 DeviceRow from(const pqxx::row& row) {
     DeviceRow d;
     d.id = row[0].as<std::int64_t>();

@@ -62,5 +62,7 @@ void register_firmware_routes(http::Router& router, ApiContext& ctx);
 void register_ca_certificate_routes(http::Router& router, ApiContext& ctx);
 void register_device_routes(http::Router& router, ApiContext& ctx);
 void register_deployment_routes(http::Router& router, ApiContext& ctx);
+void register_certificate_routes(http::Router& router, ApiContext& ctx);
+void register_device_action_routes(http::Router& router, ApiContext& ctx);
 
 }  // namespace otahub::api

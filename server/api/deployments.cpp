@@ -3,13 +3,19 @@
 
 #include "db/repositories/deployments_repository.hpp"
 #include "db/repositories/firmwares_repository.hpp"
+#include "db/repositories/rollouts_repository.hpp"
 #include "server/api/context.hpp"
 #include "server/api/products.hpp"
 #include "server/common/api_error.hpp"
 #include "server/domain/resolution.hpp"
+#include "server/events/event_bus.hpp"
+#include "server/rollout/rollout_engine.hpp"
+#include "server/rollout/facts.hpp"
 
 namespace otahub::api {
 namespace {
+
+using rollout::facts_of;
 
 using resolution::Clock;
 
@@ -20,7 +26,8 @@ ApiError invalid(const std::string& field, const std::string& message) {
 }
 
 nlohmann::json deployment_json(const db::DeploymentRow& d) {
-    return {{"name", d.name},
+    return {{"id", d.id},
+            {"name", d.name},
             {"is_active", d.is_active},
             {"state", d.is_active ? "on" : "off"},
             {"firmware_uuid", d.firmware_uuid},
@@ -130,36 +137,20 @@ db::FirmwareRow resolve_firmware(db::Tx& tx, const OrgScope& scope,
     throw invalid("firmware", "does not exist: " + uuid);
 }
 
-resolution::DeploymentFacts facts_of(const db::DeploymentRow& d) {
-    resolution::DeploymentFacts facts;
-    facts.id = d.id;
-    facts.name = d.name;
-    facts.product_id = d.product_id;
-    facts.is_active = d.is_active;
-    facts.firmware_uuid = d.firmware_uuid;
-    facts.firmware_version = d.firmware_version;
-    facts.platform = d.platform;
-    facts.architecture = d.architecture;
-    facts.version_requirement = d.conditions_version;
-    facts.tags = d.conditions_tags;
-    facts.tag_operator =
-        resolution::parse_tag_operator(d.tag_operator).value_or(resolution::TagOperator::kAnd);
-    return facts;
+/// Tells every node to re-evaluate the product's connected devices (inside `tx`).
+void publish_changed(db::Tx& tx, const db::DeploymentRow& d) {
+    events::publish(tx, rollout::kDeploymentChanged,
+                    {{"product_id", d.product_id}, {"deployment_id", d.id}});
 }
 
-resolution::DeviceFacts facts_of(const db::DeviceResolutionRow& d) {
-    resolution::DeviceFacts facts;
-    facts.product_id = d.product_id;
-    facts.platform = d.platform;
-    facts.architecture = d.architecture;
-    facts.version = d.version;
-    facts.firmware_uuid = d.firmware_uuid;
-    facts.tags = d.tags;
-    facts.updates_enabled = d.updates_enabled;
-    if (d.updates_blocked_until) {
-        facts.updates_blocked_until = Clock::time_point{std::chrono::seconds{*d.updates_blocked_until}};
-    }
-    return facts;
+/// The deployment with its update counts.
+nlohmann::json with_counts(db::Tx& tx, const db::DeploymentRow& d) {
+    auto json = deployment_json(d);
+    const auto counts = db::rollouts::counts(tx, d.id);
+    json["counts"] = {{"in_flight", counts.in_flight},
+                      {"succeeded", counts.succeeded},
+                      {"failed", counts.failed}};
+    return json;
 }
 
 /// Which devices of the product resolve to `target` (by id) among `deployments`, and which of
@@ -200,7 +191,7 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
             auto product = require_product(tx, scope, req.param("product"));
             nlohmann::json list = nlohmann::json::array();
             for (const auto& d : db::deployments::list(tx, product.id)) {
-                list.push_back(deployment_json(d));
+                list.push_back(with_counts(tx, d));
             }
             return http::Response::json(200, list);
         });
@@ -223,7 +214,8 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
                                {{"name", {"has already been taken"}}});
             }
             auto created = db::deployments::create(tx, scope.org.id, product.id, fields);
-            return http::Response::json(201, deployment_json(created));
+            publish_changed(tx, created);
+            return http::Response::json(201, with_counts(tx, created));
         });
     });
 
@@ -270,7 +262,16 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
             auto product = require_product(tx, scope, req.param("product"));
             auto d = db::deployments::find(tx, product.id, req.param("name"));
             if (!d) throw ApiError(ErrorCode::kNotFound, "deployment not found");
-            return http::Response::json(200, deployment_json(*d));
+            auto json = with_counts(tx, *d);
+            // Matching devices: those the deployment wins today, whatever their state.
+            std::vector<resolution::DeploymentFacts> all;
+            for (const auto& other : db::deployments::list(tx, product.id)) {
+                all.push_back(facts_of(other));
+            }
+            auto resolved = preview(tx, product.id, all, d->id);
+            json["counts"]["matching_devices"] = resolved["matching_devices"];
+            json["counts"]["eligible_devices"] = resolved["eligible_devices"];
+            return http::Response::json(200, json);
         });
     });
 
@@ -319,7 +320,9 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
                 throw ApiError(ErrorCode::kConflict, "a deployment with that name already exists",
                                {{"name", {"has already been taken"}}});
             }
-            return http::Response::json(200, deployment_json(db::deployments::update(tx, d->id, fields)));
+            auto updated = db::deployments::update(tx, d->id, fields);
+            publish_changed(tx, updated);
+            return http::Response::json(200, with_counts(tx, updated));
         });
     };
     router.add("PUT", base + "/:name", update);
@@ -332,6 +335,8 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
             auto d = db::deployments::find(tx, product.id, req.param("name"));
             if (!d) throw ApiError(ErrorCode::kNotFound, "deployment not found");
             db::deployments::remove(tx, d->id);
+            // Updates in flight for it stay in the history; their slots no longer matter.
+            publish_changed(tx, *d);
             return http::Response::no_content();
         });
     });

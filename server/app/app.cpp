@@ -17,12 +17,14 @@
 #include "server/device/device_server.hpp"
 #include "server/device/presence.hpp"
 #include "server/device/registry.hpp"
+#include "server/device/rotation.hpp"
 #include "server/device/trust_sync.hpp"
 #include "server/domain/pki/trust_store.hpp"
 #include "server/events/event_bus.hpp"
 #include "server/net/asio.hpp"
 #include "server/net/http_server.hpp"
 #include "server/net/tls.hpp"
+#include "server/rollout/rollout_engine.hpp"
 
 namespace otahub {
 
@@ -44,8 +46,10 @@ struct App::Impl {
     device::SessionRegistry sessions;
     device::DeviceHooks device_hooks;
     device::Presence presence;
+    rollout::RolloutEngine rollouts;
     std::optional<net::ssl::context> device_tls;
     std::unique_ptr<device::DeviceServer> device_server;
+    std::unique_ptr<device::CertificateRotation> rotation;
     std::vector<std::thread> threads;
     std::uint16_t api_port = 0;
     std::uint16_t device_port = 0;
@@ -60,7 +64,8 @@ struct App::Impl {
           api_ctx{db, config, {}},
           trust_sync(db, trust, workers),
           bus(config.database_url),
-          presence(io, workers, db, config.node_id) {}
+          presence(io, workers, db, config.node_id),
+          rollouts(db, config, sessions, workers) {}
 
     void subscribe_device_events();
     void recheck_sessions();
@@ -92,6 +97,14 @@ void App::Impl::subscribe_device_events() {
         if (first) return;
         spdlog::info("event bus reconnected; reloading trust and re-checking live sessions");
         net::asio::post(workers, [this] { recheck_sessions(); });
+        // Rollout notifications may have been lost too: sweep now rather than at the next tick.
+        net::asio::post(workers, [this] {
+            try {
+                rollouts.sweep();
+            } catch (const std::exception& e) {
+                spdlog::warn("rollout sweep after reconnection failed: {}", e.what());
+            }
+        });
     });
     bus.subscribe(std::string(events::kTrustChanged),
                   [this](const nlohmann::json&) { trust_sync.request_reload(); });
@@ -122,6 +135,24 @@ void App::Impl::subscribe_device_events() {
         filter.device_id = device_id->get<std::int64_t>();
         filter.older_than = connection_id->get<std::int64_t>();
         sessions.close_matching(filter, 1000, "replaced by a newer connection");
+    });
+    // Rollouts: a deployment changed or a slot was freed → re-evaluate this node's devices of
+    // the product; a device changed → re-evaluate it; a manual upgrade → push its update.
+    auto id_of = [](const nlohmann::json& event, const char* key) -> std::optional<std::int64_t> {
+        auto it = event.find(key);
+        if (it == event.end() || !it->is_number_integer()) return std::nullopt;
+        return it->get<std::int64_t>();
+    };
+    for (auto kind : {rollout::kDeploymentChanged, rollout::kRolloutWake}) {
+        bus.subscribe(std::string(kind), [this, id_of](const nlohmann::json& event) {
+            if (auto product = id_of(event, "product_id")) rollouts.product_changed(*product);
+        });
+    }
+    bus.subscribe(std::string(events::kDeviceChanged), [this, id_of](const nlohmann::json& event) {
+        if (auto device = id_of(event, "device_id")) rollouts.device_changed(*device);
+    });
+    bus.subscribe(std::string(rollout::kRolloutPush), [this, id_of](const nlohmann::json& event) {
+        if (auto device = id_of(event, "device_id")) rollouts.push_in_flight(*device);
     });
     bus.subscribe(std::string(events::kDevicePush), [this](const nlohmann::json& event) {
         auto device_id = event.find("device_id");
@@ -160,6 +191,8 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     api::register_key_routes(impl_->router, ctx);
     api::register_firmware_routes(impl_->router, ctx);
     api::register_deployment_routes(impl_->router, ctx);
+    api::register_certificate_routes(impl_->router, ctx);
+    api::register_device_action_routes(impl_->router, ctx);
 }
 
 App::~App() { stop(); }
@@ -232,6 +265,26 @@ void App::start_device_endpoint() {
                      e.what());
     }
     impl.subscribe_device_events();
+    impl.rotation = std::make_unique<device::CertificateRotation>(
+        impl.db,
+        device::RotationOptions{config.secret_key,
+                                std::chrono::seconds(config.cert_rotation_grace_s),
+                                std::chrono::days(config.cert_renew_window_days)},
+        [&impl](std::int64_t id, std::string event, nlohmann::json payload) {
+            return impl.sessions.push(id, std::move(event), std::move(payload));
+        });
+    impl.rotation->install(impl.device_hooks);
+    impl.device_hooks.on_join.emplace_back(
+        [&impl](const device::SessionInfo& info, const db::FirmwareReport& report) {
+            impl.rollouts.on_join(info, report);
+        });
+    impl.device_hooks.on_event.emplace_back([&impl](const device::SessionInfo& info,
+                                                    const std::string& event,
+                                                    const nlohmann::json& payload) {
+        impl.rollouts.on_event(info, event, payload);
+    });
+    impl.device_hooks.on_disconnect.emplace_back(
+        [&impl](const device::SessionInfo& info) { impl.rollouts.on_disconnect(info); });
     impl.bus.start();
     impl.device_tls.emplace(
         device::make_device_tls_context(config.tls_cert, config.tls_key, impl.trust));
@@ -246,6 +299,7 @@ void App::start_device_endpoint() {
     impl.device_port = impl.device_server->listen(config.device_listen);
     impl.device_server->start();
     impl.presence.start();
+    impl.rollouts.start(std::chrono::milliseconds(config.rollout_sweep_interval_ms));
 }
 
 void App::wait(bool handle_signals) {
@@ -291,6 +345,7 @@ void App::stop() {
         if (thread.joinable()) thread.join();
     }
     impl.bus.stop();
+    impl.rollouts.stop();
     if (impl.device_server) impl.presence.shutdown_blocking();
     if (impl.firmware_gc) impl.firmware_gc->stop();
     impl.workers.join();

@@ -41,6 +41,9 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_HANDSHAKE_TIMEOUT", "handshake_timeout"},
     Setting{"OTAHUB_DEVICE_IDLE_TIMEOUT", "device_idle_timeout"},
     Setting{"OTAHUB_HANDSHAKE_RATE_LIMIT", "handshake_rate_limit"},
+    Setting{"OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS", "rollout_sweep_interval_ms"},
+    Setting{"OTAHUB_CERT_ROTATION_GRACE", "cert_rotation_grace"},
+    Setting{"OTAHUB_CERT_RENEW_WINDOW_DAYS", "cert_renew_window_days"},
     Setting{"OTAHUB_READY_FILE", "ready_file"},
 };
 
@@ -107,6 +110,13 @@ void apply(Config& config, const std::string& setting, const std::string& value)
         config.device_idle_timeout_s = static_cast<int>(parse_int(setting, value, 5, 86400));
     } else if (setting == "OTAHUB_HANDSHAKE_RATE_LIMIT") {
         config.handshake_rate_limit = static_cast<int>(parse_int(setting, value, 0, 1000000));
+    } else if (setting == "OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS") {
+        config.rollout_sweep_interval_ms =
+            static_cast<int>(parse_int(setting, value, 100, 3600 * 1000));
+    } else if (setting == "OTAHUB_CERT_ROTATION_GRACE") {
+        config.cert_rotation_grace_s = static_cast<int>(parse_int(setting, value, 0, 366 * 86400));
+    } else if (setting == "OTAHUB_CERT_RENEW_WINDOW_DAYS") {
+        config.cert_renew_window_days = static_cast<int>(parse_int(setting, value, 0, 3650));
     } else if (setting == "OTAHUB_READY_FILE") {
         config.ready_file = value;
     }

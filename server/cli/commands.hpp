@@ -23,6 +23,8 @@ void add_product_commands(CLI::App& app, Context& ctx);
 void add_key_commands(CLI::App& app, Context& ctx);
 /// firmware upload|list|show|delete|download.
 void add_firmware_commands(CLI::App& app, Context& ctx);
+/// ca create; device cert sign|create.
+void add_cert_commands(CLI::App& app, Context& ctx);
 
 /// Parses the command line and runs the command; returns the exit status (0 ok, 1 failure,
 /// 2 usage error).

@@ -48,6 +48,7 @@ int run(int argc, char** argv) {
     add_product_commands(app, ctx);
     add_key_commands(app, ctx);
     add_firmware_commands(app, ctx);
+    add_cert_commands(app, ctx);
 
     try {
         app.parse(argc, argv);

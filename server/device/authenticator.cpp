@@ -4,6 +4,7 @@
 
 #include "db/repositories/ca_certificates_repository.hpp"
 #include "db/repositories/devices_repository.hpp"
+#include "db/repositories/managed_ca_repository.hpp"
 #include "server/events/event_bus.hpp"
 
 namespace otahub::device {
@@ -38,6 +39,12 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     std::optional<db::DeviceRow> device;
     bool provisioned = false;
     bool added = false;
+
+    // The CA's imported CRL: a listed serial, or no current CRL when the CA's policy refuses.
+    if (auto crl =
+            db::managed_ca::crl_refusal(tx, request.ca.id, leaf.serial, request.ca.depth == 1)) {
+        return refuse(403, *crl);
+    }
 
     if (auto cert = db::devices::find_certificate_by_fingerprint(tx, leaf.fingerprint)) {
         if (cert->revoked) return refuse(403, "certificate revoked");

@@ -130,12 +130,16 @@ ChannelStep DeviceChannel::join(const phx::Message& message) {
     joined_ = true;
     join_ref_ = message.join_ref;
     auto report = std::make_shared<db::FirmwareReport>(firmware_report_from_join(message.payload));
-    step.work = [&db = db_, &hooks = hooks_, info = info_, report] {
+    step.work = [&db = db_, info = info_, report] {
         db.run([&](db::Tx& tx) { db::devices::record_join(tx, info.device_id, *report); });
-        for (const auto& hook : hooks.on_join) {
-            run_hooks("on_join", [&] { hook(info, *report); });
-        }
     };
+    if (!hooks_.on_join.empty()) {
+        step.after = [&hooks = hooks_, info = info_, report] {
+            for (const auto& hook : hooks.on_join) {
+                run_hooks("on_join", [&] { hook(info, *report); });
+            }
+        };
+    }
     step.replies.push_back(phx::reply(message, "ok", nlohmann::json::object()));
     step.on_failure.push_back(phx::reply(message, "error", {{"error", "could not connect"}}));
     return step;

@@ -16,7 +16,7 @@ namespace otahub::device {
 /// Observers of device activity, for other subsystems (deployments, metrics). Each runs on the
 /// worker pool after the channel's own database writes; exceptions are logged and dropped.
 struct DeviceHooks {
-    /// After a successful `device` join (firmware metadata stored).
+    /// After a successful `device` join (firmware metadata stored, join reply queued).
     std::vector<std::function<void(const SessionInfo&, const db::FirmwareReport&)>> on_join{};
     /// After a device event on topic `device` (`status_update`, `fwup_progress`, ...).
     std::vector<std::function<void(const SessionInfo&, const std::string& event,
@@ -33,6 +33,9 @@ struct ChannelStep {
     std::function<void()> work{};
     std::vector<phoenix::Message> replies{};
     std::vector<phoenix::Message> on_failure{};
+    /// Blocking work run on the worker pool after the replies were queued (and only if `work`
+    /// succeeded): observers whose pushes must follow the reply, e.g. an `update` after a join.
+    std::function<void()> after{};
 };
 
 /// Reads the firmware facts of a NervesHubLink join payload (`nerves_fw_*`, `fwup_version`,

@@ -149,6 +149,7 @@ net::awaitable<void> WsSession::read_loop() {
         }
         auto step = channel_.handle(decoded.value());
         std::vector<phx::Message>* replies = &step.replies;
+        bool work_ok = true;
         if (step.work) {
             try {
                 auto work = std::move(step.work);
@@ -157,9 +158,12 @@ net::awaitable<void> WsSession::read_loop() {
                 spdlog::warn("device={} {} on {} failed: {}", info_.identifier, decoded->event,
                              decoded->topic, e.what());
                 replies = &step.on_failure;
+                work_ok = false;
             }
         }
         for (const auto& reply : *replies) enqueue(phx::encode(reply));
+        // Observers go after the replies are queued: what they push follows the reply.
+        if (work_ok && step.after) net::asio::post(deps_.workers, std::move(step.after));
     }
 }
 
