@@ -25,6 +25,9 @@ void add_key_commands(CLI::App& app, Context& ctx);
 void add_firmware_commands(CLI::App& app, Context& ctx);
 /// ca create; device cert sign|create.
 void add_cert_commands(CLI::App& app, Context& ctx);
+/// deployments list|show|create|update|delete|preview; device resolution|updates|upgrade|
+/// reboot|identify|clear-penalty. Call after add_cert_commands (it extends `device`).
+void add_deployment_commands(CLI::App& app, Context& ctx);
 
 /// Parses the command line and runs the command; returns the exit status (0 ok, 1 failure,
 /// 2 usage error).

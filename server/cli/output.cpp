@@ -22,10 +22,22 @@ std::size_t width_of(std::string_view text) {
 std::string cell(const nlohmann::json& row, const Column& column) {
     if (!row.is_object()) return "-";
     for (const auto& key : column.keys) {
-        auto it = row.find(key);
-        if (it == row.end() || it->is_null()) continue;
-        if (column.bytes && it->is_number_unsigned()) return human_bytes(it->get<std::uint64_t>());
-        return text_of(*it);
+        // "a.b" reads a nested field.
+        const nlohmann::json* value = &row;
+        std::size_t start = 0;
+        while (value != nullptr) {
+            const auto dot = key.find('.', start);
+            const auto part = key.substr(start, dot == std::string::npos ? dot : dot - start);
+            auto it = value->is_object() ? value->find(part) : value->end();
+            value = (value->is_object() && it != value->end()) ? &*it : nullptr;
+            if (dot == std::string::npos) break;
+            start = dot + 1;
+        }
+        if (value == nullptr || value->is_null()) continue;
+        if (column.bytes && value->is_number_unsigned()) {
+            return human_bytes(value->get<std::uint64_t>());
+        }
+        return text_of(*value);
     }
     return "-";
 }

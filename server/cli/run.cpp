@@ -49,6 +49,7 @@ int run(int argc, char** argv) {
     add_key_commands(app, ctx);
     add_firmware_commands(app, ctx);
     add_cert_commands(app, ctx);
+    add_deployment_commands(app, ctx);
 
     try {
         app.parse(argc, argv);

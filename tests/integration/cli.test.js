@@ -372,6 +372,50 @@ test('firmware: streamed upload with progress lines, list, show, download, delet
   assertOneLineError(await otahub(['firmware', 'upload', path.join(home, 'nope.fw')]), 2, /^otahub: .*nope\.fw/);
 });
 
+test('deployments: create, list, show, preview (stored and draft), update; device resolution and updates', async () => {
+  const uuid = EXPECTED['demo-1.1.0.fw'].metadata['meta-uuid'];
+  // A device that reported 1.0.0 on rpi4/aarch64 (as a join would record it).
+  const { token } = JSON.parse(fs.readFileSync(configPath(), 'utf8'));
+  const made = await hub.request('POST', '/api/orgs/acme/products/demo/devices',
+    { token, body: { identifier: 'cli-dev-1', tags: ['beta'] } });
+  assert.equal(made.status, 201, made.text);
+  require('node:child_process').execFileSync('psql', [hub.db.url, '-qAt', '-c',
+    "UPDATE devices SET version = '1.0.0', platform = 'rpi4', architecture = 'aarch64', firmware_uuid = 'old' WHERE identifier = 'cli-dev-1'"]);
+
+  const created = await otahub(['deployments', 'create', 'beta-1.1', '--firmware', uuid, '--version', '~> 1.0',
+    '--tag', 'beta', '--state', 'on', '--concurrent-updates', '5']);
+  assert.equal(created.code, 0, created.stderr);
+  assert.equal(created.stdout, 'Created deployment beta-1.1 (on)\n');
+  const list = await otahub(['deployments', 'list']);
+  assert.match(list.stdout, /^NAME\s+STATE\s+FIRMWARE\s+VERSION\s+TAGS\s+LIMIT\s+PAUSED\n/);
+  assert.match(list.stdout, /\nbeta-1\.1\s+on\s+1\.1\.0\s+~> 1\.0\s+beta\s+5\s+-\n/);
+  const shown = JSON.parse((await otahub(['deployments', 'show', 'beta-1.1', '--json'])).stdout);
+  assert.equal(shown.counts.matching_devices, 1);
+
+  const preview = await otahub(['deployments', 'preview', 'beta-1.1']);
+  assert.equal(preview.code, 0, preview.stderr);
+  assert.match(preview.stdout, /^Matching devices: 1, eligible now: 1\n/);
+  assert.match(preview.stdout, /\ncli-dev-1\s+true\s/);
+  const draft = await otahub(['deployments', 'preview', 'x', '--draft', '--firmware', uuid, '--tag', 'gamma']);
+  assert.equal(draft.code, 0, draft.stderr);
+  assert.match(draft.stdout, /^Matching devices: 0, eligible now: 0\n/);
+
+  const resolution = await otahub(['device', 'resolution', 'cli-dev-1']);
+  assert.equal(resolution.code, 0, resolution.stderr);
+  assert.match(resolution.stdout, /^Deployment: beta-1\.1 → 1\.1\.0\nEligible: yes \(eligible for firmware "1\.1\.0"/);
+  assert.match(resolution.stdout, /\nbeta-1\.1\s+chosen\s+-\s+chosen; /);
+  const off = await otahub(['deployments', 'update', 'beta-1.1', '--state', 'off']);
+  assert.equal(off.stdout, 'Updated deployment beta-1.1 (off)\n');
+  const excluded = await otahub(['device', 'resolution', 'cli-dev-1']);
+  assert.match(excluded.stdout, /^Deployment: none\n/);
+  assert.match(excluded.stdout, /\nbeta-1\.1\s+excluded\s+inactive\s/);
+  assert.equal((await otahub(['device', 'updates', 'cli-dev-1'])).stdout, 'No updates.\n');
+  assertOneLineError(await otahub(['deployments', 'create', 'bad', '--firmware', uuid, '--version', '~> nope']),
+    1, /^otahub: 422: conditions /);
+  assertOneLineError(await otahub(['device', 'reboot', 'cli-dev-1']), 1, /^otahub: 409: the device is not connected$/);
+  assert.equal((await otahub(['deployments', 'delete', 'beta-1.1'])).code, 0);
+});
+
 /** Peak RSS (VmHWM, KiB) of a running process, or 0 once it is gone. */
 function peakRss(pid) {
   try {

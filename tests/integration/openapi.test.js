@@ -1,7 +1,9 @@
 'use strict';
 // The OpenAPI description: proto/openapi.yaml is what proto/src/*.yaml assemble to, it lints
 // without errors, the assembler refuses conflicting fragments, and the contract helper
-// (tests/e2e/lib/contract.js) catches responses that break the contract. No server needed.
+// (tests/e2e/lib/contract.js) catches responses that break the contract. The last test checks
+// real answers of the deployment and device-action routes (and the device `update` push against
+// proto/device/update_push.json) on a hub with a connected device.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
@@ -183,4 +185,166 @@ test('contract helper: documented responses pass; undocumented status, shape or 
   assert.deepEqual(cov.filter((r) => r.exercised).map((r) => `${r.method} ${r.path} ${r.statuses}`),
     ['GET /api/orgs/{org}/products/{product} 200,404', 'DELETE /api/orgs/{org}/products/{product} 204']);
   assert.match(c.coverageReport({ tags: ['products'] }), /2\/6 documented routes exercised/);
+});
+
+test('real deployment and device-action answers match the spec; the update push matches update_push.json', async (t) => {
+  const { startHub } = require(path.join(E2E, 'lib', 'hub.js'));
+  const { contractClient } = require(path.join(E2E, 'lib', 'contract.js'));
+  const { TestPki } = require(path.join(E2E, 'lib', 'pki.js'));
+  const { DeviceFixture, eventually } = require(path.join(E2E, 'lib', 'device_fixture.js'));
+  const { nervesHubLinkJoinPayload } = require(path.join(E2E, 'lib', 'device_client.js'));
+  const Ajv2020 = requireE2e('ajv/dist/2020');
+  const addFormats = requireE2e('ajv-formats');
+  const ajv = new Ajv2020({ allErrors: true, strict: false });
+  addFormats(ajv);
+  const validatePush = ajv.compile(JSON.parse(fs.readFileSync(
+    path.join(REPO, 'proto', 'device', 'update_push.json'), 'utf8')));
+  const checkPush = (payload) => {
+    assert.ok(validatePush(payload), `update push vs update_push.json: ${ajv.errorsText(validatePush.errors)}`);
+    // The server always sends every documented field.
+    assert.deepEqual(Object.keys(payload).sort(), ['checksum', 'deployment_id', 'firmware_meta',
+      'firmware_url', 'partials_checksums', 'size', 'update_available']);
+  };
+
+  const fixtures = path.join(REPO, 'tests', 'fixtures', 'fwup');
+  const expected = JSON.parse(fs.readFileSync(path.join(fixtures, 'expected.json'), 'utf8'));
+  const V1 = expected['demo-1.0.0.fw'].metadata['meta-uuid'];
+  const V2 = expected['demo-2.0.0.fw'].metadata['meta-uuid'];
+  const V21 = expected['demo-2.1.0-rc.1.fw'].metadata['meta-uuid'];
+  const base = '/api/orgs/acme/products/demo';
+  const deployments = `${base}/deployments`;
+  const dev = `${base}/devices/contract-1`;
+
+  const contract = new Contract(SPEC);
+  const hub = await startHub({ env: { OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS: '600000' } });
+  const pki = new TestPki();
+  let device;
+  try {
+    const api = contractClient(hub, contract);
+    const token = await hub.login();
+    await api.expect(201, 'POST', '/api/orgs/acme/products', { token, body: { name: 'demo' } });
+    const key = fs.readFileSync(path.join(fixtures, 'signing.pub'), 'utf8').trim();
+    await api.expect(201, 'POST', '/api/orgs/acme/keys', { token, body: { name: 'release', key } });
+    for (const file of ['demo-1.0.0.fw', 'demo-2.0.0.fw', 'demo-2.1.0-rc.1.fw']) {
+      await api.expect(201, 'POST', `${base}/firmwares`, {
+        token, raw: fs.readFileSync(path.join(fixtures, file)),
+        headers: { 'content-type': 'application/octet-stream' },
+      });
+    }
+    const fx = new DeviceFixture(hub, token, pki);
+    const ca = pki.root('Contract CA');
+    await fx.registerCa(ca, { jitp: { product_name: 'demo', tags: ['contract'], description: 'contract' } });
+    device = await fx.connect(ca.issueLeaf({ cn: 'contract-1' }), {
+      joinPayload: nervesHubLinkJoinPayload({ uuid: V1, version: '1.0.0', product: 'demo' }),
+    });
+    await eventually(async () => (await fx.device('contract-1', 'demo'))?.online, 'contract-1 online');
+
+    // An inactive deployment: created, listed, read; it matches nobody yet.
+    const created = await api.expect(201, 'POST', deployments, {
+      token, body: { deployment: { name: 'to-2', firmware: V2, concurrent_updates: 0,
+        conditions: { version: '~> 1.0', tags: ['contract'] } } },
+    });
+    assert.equal(created.body.data.is_active, false);
+    assert.equal(created.body.data.state, 'off');
+    assert.equal(created.body.data.firmware_uuid, V2);
+    assert.deepEqual(created.body.data.counts, { in_flight: 0, succeeded: 0, failed: 0 });
+    await api.expect(409, 'POST', deployments, { token, body: { name: 'to-2', firmware: V2 } });
+    const unknown = await api.expect(422, 'POST', deployments, {
+      token, body: { name: 'x', firmware: '00000000-0000-0000-0000-000000000000' },
+    });
+    assert.ok(unknown.body.errors.firmware);
+    const list = await api.expect(200, 'GET', deployments, { token });
+    assert.deepEqual(list.body.data.map((d) => d.name), ['to-2']);
+    const one = await api.expect(200, 'GET', `${deployments}/to-2`, { token });
+    assert.equal(one.body.data.counts.matching_devices, 0);
+    await api.expect(404, 'GET', `${deployments}/nope`, { token });
+
+    const draft = await api.expect(200, 'POST', `${deployments}/preview`, {
+      token, body: { firmware: V2, conditions: { tags: ['contract'] } },
+    });
+    assert.deepEqual(draft.body.data, { matching_devices: 1, eligible_devices: 1, devices_truncated: false,
+      devices: [{ identifier: 'contract-1', eligible: true, reason: draft.body.data.devices[0].reason }] });
+    await api.expect(422, 'POST', `${deployments}/preview`, { token, body: { name: 'no firmware' } });
+
+    const idle = await api.expect(200, 'GET', `${dev}/resolution`, { token });
+    assert.equal(idle.body.data.deployment, null);
+    assert.equal(idle.body.data.eligible, false);
+    assert.deepEqual(idle.body.data.deployments.map((d) => [d.deployment, d.verdict, d.exclusion, d.blocker]),
+      [['to-2', 'excluded', 'inactive', null]]);
+
+    // Switched on: the device is sent the update.
+    const on = await api.expect(200, 'PATCH', `${deployments}/to-2`, { token, body: { state: 'on' } });
+    assert.equal(on.body.data.is_active, true);
+    const push = await device.waitForPush('update', 3000);
+    checkPush(push);
+    assert.equal(push.deployment_id, created.body.data.id);
+    assert.equal(push.firmware_meta.uuid, V2);
+
+    const preview = await api.expect(200, 'GET', `${deployments}/to-2/preview`, { token });
+    assert.equal(preview.body.data.matching_devices, 1);
+    assert.equal(preview.body.data.eligible_devices, 0, 'an update is in flight');
+    const chosen = await api.expect(200, 'GET', `${dev}/resolution`, { token });
+    assert.deepEqual(chosen.body.data.deployment, { name: 'to-2', firmware_uuid: V2, firmware_version: '2.0.0' });
+    assert.deepEqual(chosen.body.data.deployments.map((d) => [d.verdict, d.exclusion, d.blocker]),
+      [['chosen', null, 'update_in_flight']]);
+    const inFlight = await api.expect(200, 'GET', `${dev}/updates`, { token });
+    assert.deepEqual(inFlight.body.data.map((u) => [u.deployment, u.source, u.status]),
+      [['to-2', 'deployment', 'in_flight']]);
+    const counted = await api.expect(200, 'GET', `${deployments}/to-2`, { token });
+    assert.equal(counted.body.data.counts.in_flight, 1);
+    const renamed = await api.expect(200, 'PUT', `${deployments}/to-2`, {
+      token, body: { name: 'to-2b', notes: 'contract test' },
+    });
+    assert.equal(renamed.body.data.notes, 'contract test');
+
+    // Manual push: cancels the deployment's update and turns automatic updates off.
+    const upgrade = await api.expect(202, 'POST', `${dev}/upgrade`, { token, body: { uuid: V21 } });
+    assert.equal(upgrade.body.data.updates_enabled, false);
+    assert.equal(upgrade.body.data.online, true);
+    assert.equal(upgrade.body.data.update.source, 'manual');
+    assert.equal(upgrade.body.data.update.firmware_uuid, V21);
+    const manual = await device.waitForPush('update', 3000);
+    checkPush(manual);
+    assert.equal(manual.deployment_id, null);
+    const bad = await api.expect(422, 'POST', `${dev}/upgrade`, {
+      token, body: { upgrade: { uuid: '00000000-0000-0000-0000-000000000000' } },
+    });
+    assert.ok(bad.body.errors.uuid);
+    const history = await api.expect(200, 'GET', `${dev}/updates`, { token });
+    assert.deepEqual(history.body.data.map((u) => [u.source, u.status]),
+      [['manual', 'in_flight'], ['deployment', 'cancelled']]);
+
+    const reboot = await api.expect(200, 'POST', `${dev}/reboot`, { token });
+    assert.deepEqual(reboot.body.data, { identifier: 'contract-1', sent: 'reboot' });
+    await device.waitForPush('reboot', 3000);
+    await api.expect(200, 'POST', `${dev}/identify`, { token });
+    await device.waitForPush('identify', 3000);
+    await api.expect(204, 'DELETE', `${dev}/penalty`, { token });
+
+    await device.close();
+    device = null;
+    await eventually(async () => !(await fx.device('contract-1', 'demo')).online, 'contract-1 offline');
+    await api.expect(409, 'POST', `${dev}/identify`, { token });
+    await api.expect(409, 'POST', `${dev}/reboot`, { token });
+
+    await api.expect(204, 'DELETE', `${deployments}/to-2b`, { token });
+    await api.expect(404, 'DELETE', `${deployments}/to-2b`, { token });
+    const after = await api.expect(200, 'GET', `${dev}/updates`, { token });
+    assert.deepEqual(after.body.data.map((u) => [u.deployment, u.deployment_id]), [[null, null], [null, null]]);
+    await api.expect(404, 'GET', `${base}/devices/nobody/resolution`, { token });
+    await api.expect(404, 'GET', `${base}/devices/nobody/updates`, { token });
+
+    // Every deployment and device-action route answered a documented success, schema-checked.
+    for (const line of contract.coverageReport({ tags: ['deployments', 'device actions'] }).split('\n')) {
+      t.diagnostic(line);
+    }
+    const missed = contract.coverage({ tags: ['deployments', 'device actions'] })
+      .filter((r) => !r.statuses.some((s) => s >= 200 && s < 300))
+      .map((r) => `${r.method} ${r.path} (${r.statuses.join(', ') || 'never called'})`);
+    assert.deepEqual(missed, []);
+  } finally {
+    if (device) await device.close().catch(() => {});
+    await hub.stop();
+    pki.cleanup();
+  }
 });
