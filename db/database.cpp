@@ -40,7 +40,8 @@ std::string constraint_message(const pqxx::unique_violation& e) {
         throw Unavailable(std::string("database unavailable: ") + e.what());
     }
     if (state == "23503") throw ApiError(ErrorCode::kConflict, "still referenced by other records");
-    if (state == "22P02" || state == "22003" || state == "22001" || state == "22021") {
+    if (state == "22P02" || state == "22003" || state == "22001" || state == "22021" ||
+        state == "22P05") {
         throw ApiError(ErrorCode::kUnprocessable, "invalid value");
     }
     spdlog::error("database error sqlstate={} what={}", state, e.what());
@@ -57,6 +58,8 @@ struct Database::Impl {
     std::vector<std::unique_ptr<pqxx::connection>> idle;
     std::size_t open = 0;
     std::chrono::nanoseconds wait_total{0};
+    std::function<void(double)> on_wait;
+    std::function<void(double)> on_transaction;
 
     std::unique_ptr<pqxx::connection> connect() const {
         try {
@@ -80,7 +83,9 @@ struct Database::Impl {
                                 [&] { return !idle.empty() || open < pool_size; })) {
             throw Unavailable("database pool exhausted");
         }
-        wait_total += std::chrono::steady_clock::now() - started;
+        const auto waited = std::chrono::steady_clock::now() - started;
+        wait_total += waited;
+        if (on_wait) on_wait(std::chrono::duration<double>(waited).count());
         if (!idle.empty()) {
             auto conn = std::move(idle.back());
             idle.pop_back();
@@ -150,10 +155,16 @@ void Database::run(const std::function<void(Tx&)>& fn) {
     for (int attempt = 0;; ++attempt) {
         Lease lease{*impl_};
         try {
+            const auto started = std::chrono::steady_clock::now();
             pqxx::work work{*lease};
             Tx tx{work};
             fn(tx);
             work.commit();
+            if (impl_->on_transaction) {
+                impl_->on_transaction(
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
+                        .count());
+            }
             return;
         } catch (const pqxx::serialization_failure&) {
             if (attempt >= 1) throw Unavailable("database serialization conflict, retry later");
@@ -197,6 +208,12 @@ std::string Database::redacted_url() const {
 }
 
 const std::string& Database::url() const { return impl_->url; }
+
+void Database::set_observers(std::function<void(double)> on_wait,
+                             std::function<void(double)> on_transaction) {
+    impl_->on_wait = std::move(on_wait);
+    impl_->on_transaction = std::move(on_transaction);
+}
 
 std::chrono::nanoseconds Database::total_wait() const {
     std::lock_guard lock{impl_->mutex};

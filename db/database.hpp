@@ -72,6 +72,10 @@ public:
     const std::string& url() const;
     /// Time callers spent waiting for a free connection, in total.
     std::chrono::nanoseconds total_wait() const;
+    /// Observers of pool waits and transaction durations, in seconds (metrics). Set before the
+    /// first query; called on the querying thread.
+    void set_observers(std::function<void(double)> on_wait,
+                       std::function<void(double)> on_transaction);
 
     struct Impl;
 

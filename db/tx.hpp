@@ -7,6 +7,7 @@
 #include <optional>
 #include <pqxx/pqxx>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "db/database.hpp"
@@ -50,14 +51,36 @@ inline std::string json_array(const std::vector<std::string>& items) {
     return nlohmann::json(items).dump();
 }
 
-/// Reads a text[] column in PostgreSQL's array syntax.
+/// Reads a one-dimensional text[] column in PostgreSQL's array output syntax; NULL items are
+/// skipped. Not pqxx::array_parser: libpqxx 6.4 asserts (aborts the process) on an unquoted
+/// item holding a single quote, e.g. {O'Brien}, which PostgreSQL prints without quotes.
 inline std::vector<std::string> text_array(const pqxx::field& field) {
     std::vector<std::string> out;
     if (field.is_null()) return out;
-    auto parser = field.as_array();
-    for (auto item = parser.get_next(); item.first != pqxx::array_parser::done;
-         item = parser.get_next()) {
-        if (item.first == pqxx::array_parser::string_value) out.push_back(item.second);
+    const std::string_view text{field.c_str(), field.size()};
+    std::size_t i = 0;
+    if (!text.empty() && text[0] == '[') {  // explicit bounds: "[0:1]={a,b}"
+        i = text.find('=');
+        if (i == std::string_view::npos) return out;
+        ++i;
+    }
+    if (i >= text.size() || text[i] != '{') return out;
+    ++i;
+    while (i < text.size() && text[i] != '}') {
+        std::string item;
+        const bool quoted = text[i] == '"';
+        if (quoted) {
+            ++i;
+            while (i < text.size() && text[i] != '"') {
+                if (text[i] == '\\' && i + 1 < text.size()) ++i;
+                item += text[i++];
+            }
+            ++i;  // the closing quote
+        } else {
+            while (i < text.size() && text[i] != ',' && text[i] != '}') item += text[i++];
+        }
+        if (quoted || item != "NULL") out.push_back(std::move(item));
+        if (i < text.size() && text[i] == ',') ++i;
     }
     return out;
 }

@@ -266,6 +266,19 @@ std::optional<std::int64_t> blocked_until(Tx& tx, std::int64_t device_id) {
     return rows[0][0].as<std::int64_t>();
 }
 
+std::vector<InFlightCount> in_flight_counts(Tx& tx) {
+    std::vector<InFlightCount> out;
+    for (const auto& r : tx->exec(
+             "SELECT d.id, d.name, p.name, o.name, (SELECT count(*) FROM device_updates u "
+             "WHERE u.deployment_id = d.id AND u.status = 'in_flight') FROM deployments d "
+             "JOIN products p ON p.id = d.product_id JOIN orgs o ON o.id = d.org_id "
+             "WHERE d.is_active ORDER BY d.id")) {
+        out.push_back({r[0].as<std::int64_t>(), r[1].as<std::string>(), r[2].as<std::string>(),
+                       r[3].as<std::string>(), r[4].as<std::int64_t>()});
+    }
+    return out;
+}
+
 void set_updates_enabled(Tx& tx, std::int64_t device_id, bool enabled) {
     tx->exec_params0("UPDATE devices SET updates_enabled = $2, updated_at = now() WHERE id = $1",
                      device_id, enabled);

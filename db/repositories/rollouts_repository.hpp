@@ -60,6 +60,15 @@ struct FailureOutcome {
     std::optional<std::string> paused_reason;
 };
 
+/// In-flight updates of one deployment (metrics).
+struct InFlightCount {
+    std::int64_t deployment_id = 0;
+    std::string deployment;
+    std::string product;
+    std::string org;
+    std::int64_t count = 0;
+};
+
 /// Update bookkeeping of deployments: in-flight slots, history, penalty box, fleet pause.
 namespace rollouts {
 
@@ -105,6 +114,8 @@ void clear_penalty(Tx& tx, std::int64_t device_id);
 /// When the device's penalty box or reschedule delay ends (seconds since the epoch), if later
 /// than now.
 std::optional<std::int64_t> blocked_until(Tx& tx, std::int64_t device_id);
+/// In-flight updates per active deployment (zero counts included), cluster-wide.
+std::vector<InFlightCount> in_flight_counts(Tx& tx);
 /// Turns automatic updates on or off for a device.
 void set_updates_enabled(Tx& tx, std::int64_t device_id, bool enabled);
 

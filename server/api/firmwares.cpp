@@ -1,5 +1,7 @@
 #include "server/api/firmwares.hpp"
 
+#include "server/app/metrics.hpp"
+
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -121,6 +123,7 @@ http::Response serve_firmware(const http::Request& req, const storage::FirmwareS
         res.file_offset = 0;
         res.file_length = size;
     }
+    if (req.method != "HEAD") metrics::firmware_bytes(res.file_length);
     return res;
 }
 

@@ -2,18 +2,22 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "db/database.hpp"
 #include "db/migrator.hpp"
 #include "db/repositories/devices_repository.hpp"
+#include "db/repositories/rollouts_repository.hpp"
 #include "server/api/context.hpp"
 #include "server/api/firmware_url.hpp"
 #include "server/api/firmwares.hpp"
 #include "server/app/firmware_gc.hpp"
+#include "server/app/metrics.hpp"
 #include "server/device/device_server.hpp"
 #include "server/device/presence.hpp"
 #include "server/device/registry.hpp"
@@ -191,6 +195,37 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
     api::register_key_routes(impl_->router, ctx);
     api::register_firmware_routes(impl_->router, ctx);
     api::register_deployment_routes(impl_->router, ctx);
+    // Prometheus metrics: counters recorded where things happen, gauges read at scrape time.
+    impl_->db.set_observers([](double s) { metrics::db_wait(s); },
+                            [](double s) { metrics::db_transaction(s); });
+    impl_->router.add("GET", "/metrics", [impl](http::Request&) {
+        std::vector<metrics::GaugeSample> gauges;
+        gauges.push_back({"otahub_device_sessions", "Device websocket sessions on this node",
+                          {}, static_cast<double>(impl->sessions.size())});
+        gauges.push_back({"otahub_device_joined", "Devices joined to topic device on this node",
+                          {}, static_cast<double>(impl->rollouts.local_devices())});
+        try {
+            auto counts = impl->db.transact(
+                [](db::Tx& tx) { return db::rollouts::in_flight_counts(tx); });
+            for (const auto& c : counts) {
+                gauges.push_back({"otahub_updates_in_flight",
+                                  "Updates in flight per active deployment (cluster-wide)",
+                                  {{"org", c.org}, {"product", c.product},
+                                   {"deployment", c.deployment}},
+                                  static_cast<double>(c.count)});
+            }
+            gauges.push_back({"otahub_database_up", "Whether the last metrics query reached "
+                                                    "PostgreSQL", {}, 1});
+        } catch (const std::exception&) {
+            gauges.push_back({"otahub_database_up", "Whether the last metrics query reached "
+                                                    "PostgreSQL", {}, 0});
+        }
+        http::Response res;
+        res.status = 200;
+        res.body = metrics::render(gauges);
+        res.headers.emplace_back("content-type", "text/plain; version=0.0.4; charset=utf-8");
+        return res;
+    });
     api::register_certificate_routes(impl_->router, ctx);
     api::register_device_action_routes(impl_->router, ctx);
 }
@@ -221,6 +256,7 @@ void App::start() {
     options.upload_limit = config.firmware_max_size;
     options.spool_dir = (std::filesystem::path(config.data_dir) / "tmp").string();
     options.handshake_timeout = std::chrono::seconds(config.handshake_timeout_s);
+    options.reuse_port = config.reuse_port;
     impl.api_server = std::make_unique<net::HttpServer>(
         impl.io, impl.workers, impl.router, impl.api_tls ? &*impl.api_tls : nullptr, options);
     impl.api_port = impl.api_server->listen(config.api_listen);
@@ -276,6 +312,7 @@ void App::start_device_endpoint() {
     impl.rotation->install(impl.device_hooks);
     impl.device_hooks.on_join.emplace_back(
         [&impl](const device::SessionInfo& info, const db::FirmwareReport& report) {
+            metrics::join();
             impl.rollouts.on_join(info, report);
         });
     impl.device_hooks.on_event.emplace_back([&impl](const device::SessionInfo& info,
@@ -293,6 +330,7 @@ void App::start_device_endpoint() {
     options.handshake_timeout = std::chrono::seconds(config.handshake_timeout_s);
     options.idle_timeout = std::chrono::seconds(config.device_idle_timeout_s);
     options.handshake_rate_limit = config.handshake_rate_limit;
+    options.reuse_port = config.reuse_port;
     impl.device_server = std::make_unique<device::DeviceServer>(
         impl.io, impl.workers, impl.db, *impl.device_tls, impl.sessions, impl.presence,
         impl.device_hooks, options);
@@ -329,10 +367,30 @@ void App::stop() {
     if (impl.api_server) impl.api_server->stop();
     if (impl.device_server) impl.device_server->stop();
     impl.presence.stop();
+    // Drain: devices are closed in batches spread over drain_seconds, in random order, so their
+    // reconnections reach the other nodes gradually instead of as one storm.
+    const auto drain = std::chrono::seconds(impl.config.drain_seconds);
+    const auto drain_deadline = std::chrono::steady_clock::now() + drain;
+    auto live = impl.sessions.snapshot();
+    if (drain.count() > 0 && !live.empty()) {
+        std::shuffle(live.begin(), live.end(), std::mt19937{std::random_device{}()});
+        constexpr auto kTick = std::chrono::milliseconds(100);
+        const auto ticks = std::max<std::size_t>(1, static_cast<std::size_t>(drain / kTick));
+        const std::size_t batch = (live.size() + ticks - 1) / ticks;
+        spdlog::info("draining {} device session(s) over {} s", live.size(), drain.count());
+        for (std::size_t i = 0; i < live.size(); i += batch) {
+            for (std::size_t j = i; j < std::min(live.size(), i + batch); ++j) {
+                live[j]->close(1001, "server shutting down");
+            }
+            if (i + batch < live.size()) std::this_thread::sleep_for(kTick);
+        }
+    }
+    live.clear();
     impl.sessions.close_all(1001, "server shutting down");
     impl.work.reset();
-    // Give open connections a moment to finish their current request, then stop the loop.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    // Give open connections (downloads in progress) until the end of the drain period, at least
+    // 2 s, to finish; then stop the loop.
+    auto deadline = std::max(drain_deadline, std::chrono::steady_clock::now() + std::chrono::seconds(2));
     auto busy = [&impl] {
         return (impl.api_server && impl.api_server->open_connections() > 0) ||
                (impl.device_server && impl.device_server->open_connections() > 0);

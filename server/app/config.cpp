@@ -42,6 +42,8 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_DEVICE_IDLE_TIMEOUT", "device_idle_timeout"},
     Setting{"OTAHUB_HANDSHAKE_RATE_LIMIT", "handshake_rate_limit"},
     Setting{"OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS", "rollout_sweep_interval_ms"},
+    Setting{"OTAHUB_REUSE_PORT", "reuse_port"},
+    Setting{"OTAHUB_DRAIN_SECONDS", "drain_seconds"},
     Setting{"OTAHUB_CERT_ROTATION_GRACE", "cert_rotation_grace"},
     Setting{"OTAHUB_CERT_RENEW_WINDOW_DAYS", "cert_renew_window_days"},
     Setting{"OTAHUB_READY_FILE", "ready_file"},
@@ -110,6 +112,10 @@ void apply(Config& config, const std::string& setting, const std::string& value)
         config.device_idle_timeout_s = static_cast<int>(parse_int(setting, value, 5, 86400));
     } else if (setting == "OTAHUB_HANDSHAKE_RATE_LIMIT") {
         config.handshake_rate_limit = static_cast<int>(parse_int(setting, value, 0, 1000000));
+    } else if (setting == "OTAHUB_REUSE_PORT") {
+        config.reuse_port = parse_bool(setting, value);
+    } else if (setting == "OTAHUB_DRAIN_SECONDS") {
+        config.drain_seconds = static_cast<int>(parse_int(setting, value, 0, 600));
     } else if (setting == "OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS") {
         config.rollout_sweep_interval_ms =
             static_cast<int>(parse_int(setting, value, 100, 3600 * 1000));

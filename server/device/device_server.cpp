@@ -1,5 +1,7 @@
 #include "server/device/device_server.hpp"
 
+#include "server/app/metrics.hpp"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
@@ -54,6 +56,7 @@ class Admission {
             ++admitted_;
             return true;
         }
+        metrics::handshake("refused", "rate_limited");
         if (refused_++ == 0) {
             spdlog::warn(
                 "device handshake rate limit of {}/s reached: refusing new connections "
@@ -140,6 +143,18 @@ namespace {
 
 // `stream` and `reason` must outlive the call (the caller awaits it at once). No std::string
 // parameter: GCC 12 may destroy a temporary argument of a coroutine awaited in place twice.
+/// RFC 6455 4.1: the key is 16 random bytes in base64 (24 characters ending in "==").
+bool valid_websocket_key(std::string_view key) {
+    if (key.size() != 24 || key.substr(22) != "==") return false;
+    for (char c : key.substr(0, 22)) {
+        const bool base64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                            (c >= '0' && c <= '9') || c == '+' || c == '/';
+        if (!base64) return false;
+    }
+    // The 22nd character carries the last 2 bits of the 16th byte; its low 4 bits are zero.
+    return std::string_view("AQgw").find(key[21]) != std::string_view::npos;
+}
+
 net::awaitable<void> refuse_upgrade(TlsStream& stream, unsigned version, int status,
                                     std::string_view reason, bool auth_header) {
     bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), version};
@@ -167,8 +182,10 @@ void log_handshake_failure(TlsStream& stream, const boost::system::error_code& e
                                     SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE;
     if (no_certificate) {
         spdlog::info("device refused at TLS: reason=no_certificate remote={}", remote);
+        metrics::handshake("refused", "no_certificate");
     } else if (ec == beast::error::timeout) {
         spdlog::info("device refused at TLS: reason=handshake_timeout remote={}", remote);
+        metrics::handshake("refused", "handshake_timeout");
     } else {
         spdlog::debug("device TLS handshake failed remote={}: {}", remote, ec.message());
     }
@@ -204,12 +221,15 @@ net::awaitable<void> handle_connection(tcp::socket socket,
         if (read_ec == bhttp::error::header_limit) {
             spdlog::info("device upgrade refused: reason=request_header_too_large remote={}",
                          remote);
+            metrics::handshake("refused", "request_header_too_large");
             co_await refuse_upgrade(stream, 11, 431, "request header too large", false);
         } else if (read_ec == beast::error::timeout) {
             spdlog::info("device upgrade refused: reason=upgrade_timeout remote={}", remote);
+            metrics::handshake("refused", "upgrade_timeout");
         } else if (read_ec.category() ==
                    bhttp::make_error_code(bhttp::error::bad_method).category()) {
             spdlog::info("device upgrade refused: reason=malformed_request remote={}", remote);
+            metrics::handshake("refused", "malformed_request");
             co_await refuse_upgrade(stream, 11, 400, "malformed request", false);
         }
         co_return;
@@ -226,6 +246,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     if (target.path != "/socket/websocket" && target.path != "/device-socket/websocket") {
         spdlog::info("device upgrade refused: status=404 reason=unknown_path {} remote={}", who,
                      remote);
+        metrics::handshake("refused", "unknown_path");
         co_await refuse_upgrade(stream, version, 404, "not found", false);
         co_return;
     }
@@ -234,6 +255,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
             "device upgrade refused: status=400 reason=unsupported_vsn vsn={} {} "
             "remote={}",
             target.vsn->substr(0, 32), who, remote);
+        metrics::handshake("refused", "unsupported_vsn");
         co_await refuse_upgrade(stream, version, 400, "unsupported serializer version", false);
         co_return;
     }
@@ -242,11 +264,21 @@ net::awaitable<void> handle_connection(tcp::socket socket,
             "device upgrade refused: status=400 reason=not_a_websocket_upgrade {} "
             "remote={}",
             who, remote);
+        metrics::handshake("refused", "not_a_websocket_upgrade");
         co_await refuse_upgrade(stream, version, 400, "expected a websocket upgrade", false);
+        co_return;
+    }
+    if (const auto key = request[bhttp::field::sec_websocket_key];
+        !key.empty() && !valid_websocket_key(std::string_view(key.data(), key.size()))) {
+        spdlog::info("device upgrade refused: status=400 reason=bad_websocket_key {} remote={}",
+                     who, remote);
+        metrics::handshake("refused", "bad_websocket_key");
+        co_await refuse_upgrade(stream, version, 400, "invalid Sec-WebSocket-Key", false);
         co_return;
     }
     if (!verified || !verified->ok() || !verified->leaf || !verified->ca) {
         spdlog::info("device upgrade refused: status=401 reason=no_auth remote={}", remote);
+        metrics::handshake("refused", "no_auth");
         co_await refuse_upgrade(stream, version, 401, kNoAuthReason, true);
         co_return;
     }
@@ -268,6 +300,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     if (!result.ok) {
         spdlog::info("device upgrade refused: status={} reason=\"{}\" {} remote={}", result.status,
                      result.reason, who, remote);
+        metrics::handshake("refused", "http_" + std::to_string(result.status));
         co_await refuse_upgrade(stream, version, result.status, result.reason, true);
         co_return;
     }
@@ -297,6 +330,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     if (accept_ec) {
         spdlog::info("device upgrade refused: reason=\"{}\" {} remote={}", accept_ec.message(), who,
                      remote);
+        metrics::handshake("refused", "websocket_accept");
         try {
             auto close_row = [&db = state->db, id = info.connection_id, why = accept_ec.message()] {
                 db.run([&](db::Tx& tx) { db::devices::close_connection(tx, id, why); });
@@ -311,6 +345,8 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     spdlog::info("device={} connected {} connection={} remote={}{}", info.identifier,
                  "serial=" + info.serial, info.connection_id, remote,
                  result.provisioned ? " (provisioned just in time)" : "");
+    metrics::handshake("accepted", "ok");
+    if (result.provisioned) metrics::jitp_created();
     auto session = std::make_shared<WsSession>(
         std::move(ws), std::move(info),
         SessionDeps{state->workers, state->db, state->registry, state->presence, state->hooks});
@@ -361,6 +397,7 @@ net::ssl::context make_device_tls_context(const std::string& cert_chain_file,
         spdlog::info("device refused at TLS: reason={} serial={} cn={} issuer=\"{}\"",
                      pki::to_string(refusal.reason), refusal.serial, refusal.common_name,
                      refusal.issuer);
+        metrics::handshake("refused", pki::to_string(refusal.reason));
     };
     pki::install_client_verification(ctx.native_handle(), trust.provider(), std::move(options));
     return ctx;
@@ -379,6 +416,9 @@ std::uint16_t DeviceServer::listen(const ListenAddress& address) {
     auto& acceptor = state_->acceptor;
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
+    if (state_->options.reuse_port) {
+        acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+    }
     acceptor.bind(endpoint);
     acceptor.listen(asio::socket_base::max_listen_connections);
     return acceptor.local_endpoint().port();

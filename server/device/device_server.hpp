@@ -30,6 +30,9 @@ struct DeviceServerOptions {
     std::size_t max_message_bytes = std::size_t{1} << 20;
     /// Largest upgrade request header (bigger: 431).
     std::uint32_t max_upgrade_header_bytes = 8 * 1024;
+    /// SO_REUSEPORT: several otahubd processes share the device port (the kernel spreads
+    /// connections across them).
+    bool reuse_port = false;
 };
 
 /// A TLS 1.2/1.3 server context for the device endpoint: the server certificate, modern

@@ -74,6 +74,19 @@ bool SessionRegistry::push(std::int64_t device_id, std::string event, nlohmann::
     return true;
 }
 
+bool SessionRegistry::push_frame(std::int64_t device_id, std::shared_ptr<const std::string> frame,
+                                 std::string event) {
+    std::shared_ptr<SessionHandle> session;
+    {
+        const std::lock_guard lock{mutex_};
+        auto it = by_device_.find(device_id);
+        if (it != by_device_.end()) session = it->second.lock();
+    }
+    if (!session) return false;
+    session->push_frame(std::move(frame), std::move(event));
+    return true;
+}
+
 bool SessionRegistry::has(std::int64_t device_id) const {
     const std::lock_guard lock{mutex_};
     auto it = by_device_.find(device_id);

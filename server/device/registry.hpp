@@ -25,6 +25,8 @@ class SessionHandle {
     /// Sends a fast-laned push `[null, null, "device", event, payload]`; thread-safe. Dropped
     /// when the device has not joined `device` or the session is closing.
     virtual void push(std::string event, nlohmann::json payload) = 0;
+    /// Sends an already encoded push frame (one encoding shared by many sessions); same rules.
+    virtual void push_frame(std::shared_ptr<const std::string> frame, std::string event) = 0;
 };
 
 /// Which sessions to close: every given field must match.
@@ -51,6 +53,9 @@ class SessionRegistry {
     std::size_t close_all(std::uint16_t code, const std::string& reason);
     /// Pushes an event to the device's session; false when it has none here.
     bool push(std::int64_t device_id, std::string event, nlohmann::json payload);
+    /// Sends an encoded push frame to the device's session; false when it has none here.
+    bool push_frame(std::int64_t device_id, std::shared_ptr<const std::string> frame,
+                    std::string event);
     /// Whether the device has a session on this node.
     bool has(std::int64_t device_id) const;
     /// Number of sessions.

@@ -1,5 +1,7 @@
 #include "server/device/ws_session.hpp"
 
+#include "server/app/metrics.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include "db/repositories/devices_repository.hpp"
@@ -59,7 +61,17 @@ void WsSession::push(std::string event, nlohmann::json payload) {
     net::asio::post(ws_.get_executor(), [self = shared_from_this(), event = std::move(event),
                                          payload = std::move(payload)]() mutable {
         if (self->closing_ || !self->channel_.joined()) return;
+        metrics::push(event);
         self->enqueue(phx::encode(phx::push("device", std::move(event), std::move(payload))));
+    });
+}
+
+void WsSession::push_frame(std::shared_ptr<const std::string> frame, std::string event) {
+    net::asio::post(ws_.get_executor(), [self = shared_from_this(), frame = std::move(frame),
+                                         event = std::move(event)] {
+        if (self->closing_ || !self->channel_.joined()) return;
+        metrics::push(event);
+        self->enqueue(*frame);
     });
 }
 
@@ -97,6 +109,7 @@ net::awaitable<void> WsSession::write_loop(std::shared_ptr<WsSession> self) {
             s.ws_.text(true);
             auto [ec, n] = co_await s.ws_.async_write(net::asio::buffer(text), net::kAsTuple);
             if (ec) break;
+            metrics::frame_out();
             continue;
         }
         if (s.pending_close_) {
@@ -121,6 +134,7 @@ net::awaitable<void> WsSession::read_loop() {
             if (end_reason_.empty()) end_reason_ = describe_end(ec, ws_);
             break;
         }
+        metrics::frame_in();
         const auto now = std::chrono::steady_clock::now();
         if (now - last_seen_mark_ >= kLastSeenWriteInterval) {
             last_seen_mark_ = now;

@@ -44,6 +44,7 @@ class WsSession final : public SessionHandle, public std::enable_shared_from_thi
     const SessionInfo& info() const override { return info_; }
     void close(std::uint16_t code, std::string reason) override;
     void push(std::string event, nlohmann::json payload) override;
+    void push_frame(std::shared_ptr<const std::string> frame, std::string event) override;
 
   private:
     net::awaitable<void> read_loop();

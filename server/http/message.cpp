@@ -32,6 +32,29 @@ nlohmann::json Request::json_body() const {
         throw ApiError(ErrorCode::kBadRequest, "malformed JSON body");
     }
     if (!parsed.is_object()) throw ApiError(ErrorCode::kBadRequest, "the JSON body must be an object");
+    // PostgreSQL text cannot hold U+0000 (libpq would silently cut the string there): refuse it
+    // in any key or string of the body, iteratively (no recursion on deep documents).
+    std::vector<const nlohmann::json*> pending{&parsed};
+    while (!pending.empty()) {
+        const nlohmann::json* value = pending.back();
+        pending.pop_back();
+        if (value->is_string()) {
+            if (value->get_ref<const std::string&>().find('\0') != std::string::npos) {
+                throw ApiError(ErrorCode::kUnprocessable, "strings may not contain U+0000",
+                               {{"body", {"contains a NUL character"}}});
+            }
+        } else if (value->is_object()) {
+            for (const auto& [key, item] : value->items()) {
+                if (key.find('\0') != std::string::npos) {
+                    throw ApiError(ErrorCode::kUnprocessable, "keys may not contain U+0000",
+                                   {{"body", {"contains a NUL character"}}});
+                }
+                pending.push_back(&item);
+            }
+        } else if (value->is_array()) {
+            for (const auto& item : *value) pending.push_back(&item);
+        }
+    }
     return parsed;
 }
 

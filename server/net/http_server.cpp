@@ -289,6 +289,9 @@ std::uint16_t HttpServer::listen(const ListenAddress& address) {
     auto& acceptor = state_->acceptor;
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
+    if (state_->options.reuse_port) {
+        acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+    }
     acceptor.bind(endpoint);
     acceptor.listen(asio::socket_base::max_listen_connections);
     return acceptor.local_endpoint().port();

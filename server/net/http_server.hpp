@@ -17,6 +17,7 @@ struct HttpServerOptions {
     std::string spool_dir;                          // where spooled bodies go (same fs as data)
     std::chrono::seconds idle_timeout{60};          // between and during requests
     std::chrono::seconds handshake_timeout{10};
+    bool reuse_port = false;                        // SO_REUSEPORT: several processes, one port
 };
 
 /// The admin API listener: HTTP/1.1 (TLS when a context is given), keep-alive, handlers run

@@ -7,6 +7,8 @@
 
 #include "db/repositories/audit_repository.hpp"
 #include "server/api/firmware_url.hpp"
+#include "server/app/metrics.hpp"
+#include "server/device/phoenix.hpp"
 #include "server/events/event_bus.hpp"
 #include "server/rollout/facts.hpp"
 
@@ -78,6 +80,7 @@ void RolloutEngine::on_join(const device::SessionInfo& info, const db::FirmwareR
         if (report.uuid && *report.uuid == current->firmware_uuid) {
             // Reconnected running the firmware it was sent: the update succeeded.
             db::rollouts::finish(tx, info.device_id, "succeeded", std::nullopt);
+            metrics::update_outcome("succeeded");
             if (current->deployment_id) publish_wake(tx, info.product_id);
             spdlog::info("device={} updated to {} ({})", info.identifier, current->firmware_uuid,
                          current->deployment_name.value_or("manual"));
@@ -161,6 +164,7 @@ void RolloutEngine::end_update(std::int64_t device_id, const std::string& status
     db_.transact([&](db::Tx& tx) {
         auto ended = db::rollouts::finish(tx, device_id, status, reason);
         if (!ended) return 0;
+        metrics::update_outcome(status);
         product_id = ended->product_id;
         blocked_until.reset();
         if (failure) {
@@ -326,10 +330,14 @@ void RolloutEngine::evaluate(std::int64_t product_id, const std::vector<std::int
         return 0;
     });
     for (const auto& batch : started) {
-        const auto payload = update_payload(config_, batch.firmware, batch.deployment_id,
-                                            Clock::now());
+        for (std::size_t i = 0; i < batch.devices.size(); ++i) metrics::update_outcome("sent");
+        // One encoding for the whole batch: the frame is the same for every device.
+        namespace phx = device::phoenix;
+        const auto frame = std::make_shared<const std::string>(phx::encode(phx::push(
+            "device", "update",
+            update_payload(config_, batch.firmware, batch.deployment_id, Clock::now()))));
         for (auto device_id : batch.devices) {
-            if (!sessions_.push(device_id, "update", payload)) {
+            if (!sessions_.push_frame(device_id, frame, "update")) {
                 spdlog::debug("device_id={} left before its update was sent; it gets it again "
                               "on its next join",
                               device_id);
@@ -357,6 +365,7 @@ void RolloutEngine::sweep() {
             const auto expired = db::rollouts::expire(tx, 500);
             batch = expired.size();
             for (const auto& update : expired) {
+                metrics::update_outcome("expired");
                 db::rollouts::record_failure(tx, update, false);
                 if (update.deployment_id) {
                     publish_wake(tx, update.product_id);

@@ -97,6 +97,8 @@ async function startHub(options = {}) {
     OTAHUB_READY_FILE: readyFile,
     OTAHUB_DB_THREADS: '4',
     OTAHUB_DB_POOL_SIZE: '4',
+    // Tests stop hubs often; the drain test sets its own period.
+    OTAHUB_DRAIN_SECONDS: '0',
     ...(options.env || {}),
   };
   if (!options.database) runBin('otahubd', ['migrate'], env);
