@@ -7,6 +7,7 @@
 #include "server/api/context.hpp"
 #include "server/api/products.hpp"
 #include "server/common/api_error.hpp"
+#include "server/device/rotation.hpp"
 #include "server/domain/pki/certificate.hpp"
 #include "server/events/event_bus.hpp"
 
@@ -337,18 +338,8 @@ void register_device_routes(http::Router& router, ApiContext& ctx) {
             if (db::devices::find_certificate(tx, device.id, facts.serial)) {
                 throw unprocessable("cert", "has the serial of another certificate of the device");
             }
-            db::NewDeviceCertificate row;
-            row.org_id = s.scope.org.id;
-            row.device_id = device.id;
-            row.serial = facts.serial;
-            row.aki = facts.aki;
-            row.ski = facts.ski;
-            row.not_before = facts.not_before;
-            row.not_after = facts.not_after;
-            row.fingerprint = facts.fingerprint;
-            row.public_key_fingerprint = facts.public_key_fingerprint;
-            row.der = facts.der;
-            auto created = db::devices::insert_certificate(tx, row);
+            auto created = db::devices::insert_certificate(
+                tx, device::certificate_row(facts, s.scope.org.id, device.id));
             if (!created) throw unprocessable("cert", "is already registered");
             return http::Response::json(201, certificate_json(*created));
         });

@@ -5,6 +5,7 @@
 #include "db/repositories/ca_certificates_repository.hpp"
 #include "db/repositories/devices_repository.hpp"
 #include "db/repositories/managed_ca_repository.hpp"
+#include "server/device/rotation.hpp"
 #include "server/events/event_bus.hpp"
 
 namespace otahub::device {
@@ -15,22 +16,6 @@ AuthResult refuse(int status, std::string reason) {
     result.status = status;
     result.reason = std::move(reason);
     return result;
-}
-
-db::NewDeviceCertificate certificate_row(const pki::CertificateFacts& leaf, std::int64_t org_id,
-                                         std::int64_t device_id) {
-    db::NewDeviceCertificate row;
-    row.org_id = org_id;
-    row.device_id = device_id;
-    row.serial = leaf.serial;
-    row.aki = leaf.aki;
-    row.ski = leaf.ski;
-    row.not_before = leaf.not_before;
-    row.not_after = leaf.not_after;
-    row.fingerprint = leaf.fingerprint;
-    row.public_key_fingerprint = leaf.public_key_fingerprint;
-    row.der = leaf.der;
-    return row;
 }
 
 AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {

@@ -14,6 +14,7 @@
 #include "server/device/presence.hpp"
 #include "server/device/ws_session.hpp"
 #include "server/http/message.hpp"
+#include "server/net/http_server.hpp"
 #include "server/net/tls.hpp"
 
 namespace otahub::device {
@@ -412,16 +413,7 @@ DeviceServer::DeviceServer(asio::io_context& io, asio::thread_pool& workers, db:
 DeviceServer::~DeviceServer() { stop(); }
 
 std::uint16_t DeviceServer::listen(const ListenAddress& address) {
-    auto endpoint = tcp::endpoint{asio::ip::make_address(address.host), address.port};
-    auto& acceptor = state_->acceptor;
-    acceptor.open(endpoint.protocol());
-    acceptor.set_option(asio::socket_base::reuse_address(true));
-    if (state_->options.reuse_port) {
-        acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
-    }
-    acceptor.bind(endpoint);
-    acceptor.listen(asio::socket_base::max_listen_connections);
-    return acceptor.local_endpoint().port();
+    return net::open_listener(state_->acceptor, address, state_->options.reuse_port);
 }
 
 void DeviceServer::start() {

@@ -284,17 +284,20 @@ HttpServer::HttpServer(asio::io_context& io, asio::thread_pool& workers,
 
 HttpServer::~HttpServer() { stop(); }
 
-std::uint16_t HttpServer::listen(const ListenAddress& address) {
+std::uint16_t open_listener(tcp::acceptor& acceptor, const ListenAddress& address, bool reuse_port) {
     auto endpoint = tcp::endpoint{asio::ip::make_address(address.host), address.port};
-    auto& acceptor = state_->acceptor;
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
-    if (state_->options.reuse_port) {
+    if (reuse_port) {
         acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
     }
     acceptor.bind(endpoint);
     acceptor.listen(asio::socket_base::max_listen_connections);
     return acceptor.local_endpoint().port();
+}
+
+std::uint16_t HttpServer::listen(const ListenAddress& address) {
+    return open_listener(state_->acceptor, address, state_->options.reuse_port);
 }
 
 void HttpServer::start() {

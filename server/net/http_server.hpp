@@ -20,6 +20,10 @@ struct HttpServerOptions {
     bool reuse_port = false;                        // SO_REUSEPORT: several processes, one port
 };
 
+/// Opens, binds and listens `acceptor` on `address` (SO_REUSEADDR; SO_REUSEPORT when
+/// `reuse_port`); returns the bound port (port 0 picks a free one).
+std::uint16_t open_listener(tcp::acceptor& acceptor, const ListenAddress& address, bool reuse_port);
+
 /// The admin API listener: HTTP/1.1 (TLS when a context is given), keep-alive, handlers run
 /// on the worker pool. Start and stop from any thread.
 class HttpServer {
