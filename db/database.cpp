@@ -117,7 +117,7 @@ namespace {
 
 /// Returns the connection to the pool when the scope ends (dropping it when broken).
 class Lease {
-public:
+  public:
     explicit Lease(Database::Impl& pool) : pool_(pool), conn_(pool.acquire()) {}
     ~Lease() { pool_.release(broken_ ? nullptr : std::move(conn_)); }
     Lease(const Lease&) = delete;
@@ -125,7 +125,7 @@ public:
     pqxx::connection& operator*() { return *conn_; }
     void mark_broken() { broken_ = true; }
 
-private:
+  private:
     Database::Impl& pool_;
     std::unique_ptr<pqxx::connection> conn_;
     bool broken_ = false;

@@ -15,13 +15,14 @@ namespace otahub::db {
 
 /// Raised when PostgreSQL cannot be reached (maps to 503).
 class Unavailable : public ApiError {
-public:
-    explicit Unavailable(std::string detail) : ApiError(ErrorCode::kUnavailable, std::move(detail)) {}
+  public:
+    explicit Unavailable(std::string detail)
+        : ApiError(ErrorCode::kUnavailable, std::move(detail)) {}
 };
 
 /// Raised on a unique-constraint violation (maps to 409).
 class Conflict : public ApiError {
-public:
+  public:
     explicit Conflict(std::string detail) : ApiError(ErrorCode::kConflict, std::move(detail)) {}
 };
 
@@ -36,7 +37,7 @@ class Tx;  // a transaction; defined in db/tx.hpp, used only by repositories
 /// A fixed-size pool of PostgreSQL connections with blocking, transactional access.
 /// Thread-safe; call only from database worker threads, never from I/O threads.
 class Database {
-public:
+  public:
     Database(std::string url, std::size_t pool_size);
     ~Database();
     Database(const Database&) = delete;
@@ -79,7 +80,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     std::unique_ptr<Impl> impl_;
 };
 

@@ -16,12 +16,12 @@ namespace otahub::db {
 
 /// A transaction handed to repositories by Database::run.
 class Tx {
-public:
+  public:
     explicit Tx(pqxx::work& work) : work_(work) {}
     pqxx::work& operator*() { return work_; }
     pqxx::work* operator->() { return &work_; }
 
-private:
+  private:
     pqxx::work& work_;
 };
 

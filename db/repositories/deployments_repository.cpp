@@ -49,8 +49,9 @@ DeploymentRow by_id(Tx& tx, std::int64_t id) {
 }
 
 bool firmware_still_referenced(Tx& tx, std::int64_t firmware_id) {
-    return tx->exec_params1("SELECT EXISTS (SELECT 1 FROM deployments WHERE firmware_id = $1)",
-                            firmware_id)[0]
+    return tx
+        ->exec_params1("SELECT EXISTS (SELECT 1 FROM deployments WHERE firmware_id = $1)",
+                       firmware_id)[0]
         .as<bool>();
 }
 
@@ -80,21 +81,21 @@ constexpr const char* kDeviceSelect =
 
 DeploymentRow create(Tx& tx, std::int64_t org_id, std::int64_t product_id,
                      const DeploymentFields& f) {
-    auto id = tx->exec_params1(
-                    "INSERT INTO deployments (org_id, product_id, name, firmware_id, "
-                    "conditions_version, conditions_tags, tag_operator, is_active, "
-                    "concurrent_updates, inflight_update_expiration_minutes, "
-                    "device_failure_threshold, device_failure_rate_amount, "
-                    "device_failure_rate_seconds, penalty_timeout_minutes, failure_threshold, "
-                    "notes) VALUES ($1, $2, $3, $4, $5, $6::text[], $7, $8, $9, $10, $11, $12, "
-                    "$13, $14, $15, $16) RETURNING id",
-                    org_id, product_id, f.name, f.firmware_id, f.conditions_version,
-                    array_literal(f.conditions_tags), f.tag_operator, f.is_active,
-                    f.concurrent_updates, f.inflight_update_expiration_minutes,
-                    f.device_failure_threshold, f.device_failure_rate_amount,
-                    f.device_failure_rate_seconds, f.penalty_timeout_minutes,
-                    f.failure_threshold, f.notes)[0]
-                  .as<std::int64_t>();
+    auto id =
+        tx->exec_params1(
+              "INSERT INTO deployments (org_id, product_id, name, firmware_id, "
+              "conditions_version, conditions_tags, tag_operator, is_active, "
+              "concurrent_updates, inflight_update_expiration_minutes, "
+              "device_failure_threshold, device_failure_rate_amount, "
+              "device_failure_rate_seconds, penalty_timeout_minutes, failure_threshold, "
+              "notes) VALUES ($1, $2, $3, $4, $5, $6::text[], $7, $8, $9, $10, $11, $12, "
+              "$13, $14, $15, $16) RETURNING id",
+              org_id, product_id, f.name, f.firmware_id, f.conditions_version,
+              array_literal(f.conditions_tags), f.tag_operator, f.is_active, f.concurrent_updates,
+              f.inflight_update_expiration_minutes, f.device_failure_threshold,
+              f.device_failure_rate_amount, f.device_failure_rate_seconds,
+              f.penalty_timeout_minutes, f.failure_threshold, f.notes)[0]
+            .as<std::int64_t>();
     firmwares::referenced(tx, f.firmware_id);
     return by_id(tx, id);
 }
@@ -135,8 +136,8 @@ void remove(Tx& tx, std::int64_t id) {
 
 std::vector<DeploymentRow> list(Tx& tx, std::int64_t product_id) {
     std::vector<DeploymentRow> out;
-    for (const auto& row :
-         tx->exec_params(std::string(kSelect) + "WHERE d.product_id = $1 ORDER BY d.id", product_id)) {
+    for (const auto& row : tx->exec_params(
+             std::string(kSelect) + "WHERE d.product_id = $1 ORDER BY d.id", product_id)) {
         out.push_back(from(row));
     }
     return out;
@@ -160,8 +161,8 @@ std::vector<DeviceResolutionRow> devices_of_product(Tx& tx, std::int64_t product
 
 std::optional<DeviceResolutionRow> device(Tx& tx, std::int64_t product_id,
                                           const std::string& identifier) {
-    auto r = tx->exec_params(std::string(kDeviceSelect) + "AND identifier = $2", product_id,
-                             identifier);
+    auto r =
+        tx->exec_params(std::string(kDeviceSelect) + "AND identifier = $2", product_id, identifier);
     if (r.empty()) return std::nullopt;
     return device_from(r[0]);
 }

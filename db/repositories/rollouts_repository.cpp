@@ -108,11 +108,11 @@ std::optional<std::int64_t> lock_slots(Tx& tx, std::int64_t deployment_id,
     }
     const auto limit = row[0][2].as<std::int64_t>();
     if (limit == 0) return std::numeric_limits<std::int64_t>::max();
-    const auto used =
-        tx->exec_params1("SELECT count(*) FROM device_updates WHERE deployment_id = $1 AND "
-                         "status = 'in_flight'",
-                         deployment_id)[0]
-            .as<std::int64_t>();
+    const auto used = tx->exec_params1(
+                            "SELECT count(*) FROM device_updates WHERE deployment_id = $1 AND "
+                            "status = 'in_flight'",
+                            deployment_id)[0]
+                          .as<std::int64_t>();
     return used >= limit ? 0 : limit - used;
 }
 
@@ -146,10 +146,9 @@ std::optional<DeviceUpdateRow> start_manual(Tx& tx, std::int64_t org_id, std::in
 }
 
 std::optional<DeviceUpdateRow> in_flight(Tx& tx, std::int64_t device_id) {
-    const auto rows =
-        tx->exec_params(std::string("SELECT ") + kUpdateColumns + kUpdateFrom +
-                            "WHERE u.device_id = $1 AND u.status = 'in_flight'",
-                        device_id);
+    const auto rows = tx->exec_params(std::string("SELECT ") + kUpdateColumns + kUpdateFrom +
+                                          "WHERE u.device_id = $1 AND u.status = 'in_flight'",
+                                      device_id);
     if (rows.empty()) return std::nullopt;
     return update_from(rows[0]);
 }
@@ -231,10 +230,9 @@ FailureOutcome record_failure(Tx& tx, const DeviceUpdateRow& update, bool fleet_
 
 std::vector<DeviceUpdateRow> history(Tx& tx, std::int64_t device_id, int limit) {
     std::vector<DeviceUpdateRow> out;
-    for (const auto& row :
-         tx->exec_params(std::string("SELECT ") + kUpdateColumns + kUpdateFrom +
-                             "WHERE u.device_id = $1 ORDER BY u.id DESC LIMIT $2",
-                         device_id, limit)) {
+    for (const auto& row : tx->exec_params(std::string("SELECT ") + kUpdateColumns + kUpdateFrom +
+                                               "WHERE u.device_id = $1 ORDER BY u.id DESC LIMIT $2",
+                                           device_id, limit)) {
         out.push_back(update_from(row));
     }
     return out;
@@ -268,11 +266,11 @@ std::optional<std::int64_t> blocked_until(Tx& tx, std::int64_t device_id) {
 
 std::vector<InFlightCount> in_flight_counts(Tx& tx) {
     std::vector<InFlightCount> out;
-    for (const auto& r : tx->exec(
-             "SELECT d.id, d.name, p.name, o.name, (SELECT count(*) FROM device_updates u "
-             "WHERE u.deployment_id = d.id AND u.status = 'in_flight') FROM deployments d "
-             "JOIN products p ON p.id = d.product_id JOIN orgs o ON o.id = d.org_id "
-             "WHERE d.is_active ORDER BY d.id")) {
+    for (const auto& r :
+         tx->exec("SELECT d.id, d.name, p.name, o.name, (SELECT count(*) FROM device_updates u "
+                  "WHERE u.deployment_id = d.id AND u.status = 'in_flight') FROM deployments d "
+                  "JOIN products p ON p.id = d.product_id JOIN orgs o ON o.id = d.org_id "
+                  "WHERE d.is_active ORDER BY d.id")) {
         out.push_back({r[0].as<std::int64_t>(), r[1].as<std::string>(), r[2].as<std::string>(),
                        r[3].as<std::string>(), r[4].as<std::int64_t>()});
     }

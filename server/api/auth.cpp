@@ -1,5 +1,5 @@
-#include "server/common/api_error.hpp"
 #include "server/api/context.hpp"
+#include "server/common/api_error.hpp"
 
 namespace otahub::api {
 

@@ -9,8 +9,8 @@
 #include "server/common/api_error.hpp"
 #include "server/domain/resolution.hpp"
 #include "server/events/event_bus.hpp"
-#include "server/rollout/rollout_engine.hpp"
 #include "server/rollout/facts.hpp"
+#include "server/rollout/rollout_engine.hpp"
 
 namespace otahub::api {
 namespace {
@@ -128,8 +128,8 @@ std::optional<std::string> apply_body(const nlohmann::json& body, db::Deployment
 }
 
 /// The product's firmware with that uuid, or a 422 naming the problem.
-db::FirmwareRow resolve_firmware(db::Tx& tx, const OrgScope& scope,
-                                 const db::ProductRow& product, const std::string& uuid) {
+db::FirmwareRow resolve_firmware(db::Tx& tx, const OrgScope& scope, const db::ProductRow& product,
+                                 const std::string& uuid) {
     if (auto firmware = db::firmwares::find(tx, product.id, uuid)) return *firmware;
     if (db::firmwares::find_in_org(tx, scope.org.id, uuid)) {
         throw invalid("firmware", "belongs to another product");
@@ -315,7 +315,8 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
                                         d->failure_threshold,
                                         d->notes};
             auto firmware_uuid = apply_body(body, fields);
-            if (firmware_uuid) fields.firmware_id = resolve_firmware(tx, scope, product, *firmware_uuid).id;
+            if (firmware_uuid)
+                fields.firmware_id = resolve_firmware(tx, scope, product, *firmware_uuid).id;
             if (fields.name != d->name && db::deployments::find(tx, product.id, fields.name)) {
                 throw ApiError(ErrorCode::kConflict, "a deployment with that name already exists",
                                {{"name", {"has already been taken"}}});
@@ -342,45 +343,47 @@ void register_deployment_routes(http::Router& router, ApiContext& ctx) {
     });
 
     // Explain: which deployment a device resolves to and why every other one does not apply.
-    router.add("GET", "/api/orgs/:org/products/:product/devices/:identifier/resolution",
-               [&ctx](http::Request& req) {
-        return ctx.db.transact([&](db::Tx& tx) {
-            auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kView);
-            auto product = require_product(tx, scope, req.param("product"));
-            auto device = db::deployments::device(tx, product.id, req.param("identifier"));
-            if (!device) throw ApiError(ErrorCode::kNotFound, "device not found");
-            auto stored = db::deployments::list(tx, product.id);
-            std::vector<resolution::DeploymentFacts> all;
-            for (const auto& d : stored) all.push_back(facts_of(d));
-            auto result = resolution::resolve(facts_of(*device), all, Clock::now());
-            nlohmann::json explanations = nlohmann::json::array();
-            for (const auto& e : result.explanations) {
-                explanations.push_back(
-                    {{"deployment", e.deployment_name},
-                     {"verdict", std::string(resolution::to_string(e.verdict))},
-                     {"exclusion", e.exclusion == resolution::Exclusion::kNone
-                                       ? nlohmann::json(nullptr)
-                                       : nlohmann::json(std::string(resolution::to_string(e.exclusion)))},
-                     {"blocker", e.blocker == resolution::Blocker::kNone
-                                     ? nlohmann::json(nullptr)
-                                     : nlohmann::json(std::string(resolution::to_string(e.blocker)))},
-                     {"reason", e.reason}});
-            }
-            nlohmann::json chosen = nullptr;
-            if (result.chosen) {
-                const auto& d = stored[*result.chosen];
-                chosen = {{"name", d.name},
-                          {"firmware_uuid", d.firmware_uuid},
-                          {"firmware_version", d.firmware_version}};
-            }
-            return http::Response::json(
-                200, {{"identifier", device->identifier},
-                      {"deployment", chosen},
-                      {"eligible", result.eligibility.eligible},
-                      {"reason", result.eligibility.reason},
-                      {"deployments", explanations}});
+    router.add(
+        "GET", "/api/orgs/:org/products/:product/devices/:identifier/resolution",
+        [&ctx](http::Request& req) {
+            return ctx.db.transact([&](db::Tx& tx) {
+                auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kView);
+                auto product = require_product(tx, scope, req.param("product"));
+                auto device = db::deployments::device(tx, product.id, req.param("identifier"));
+                if (!device) throw ApiError(ErrorCode::kNotFound, "device not found");
+                auto stored = db::deployments::list(tx, product.id);
+                std::vector<resolution::DeploymentFacts> all;
+                for (const auto& d : stored) all.push_back(facts_of(d));
+                auto result = resolution::resolve(facts_of(*device), all, Clock::now());
+                nlohmann::json explanations = nlohmann::json::array();
+                for (const auto& e : result.explanations) {
+                    explanations.push_back(
+                        {{"deployment", e.deployment_name},
+                         {"verdict", std::string(resolution::to_string(e.verdict))},
+                         {"exclusion",
+                          e.exclusion == resolution::Exclusion::kNone
+                              ? nlohmann::json(nullptr)
+                              : nlohmann::json(std::string(resolution::to_string(e.exclusion)))},
+                         {"blocker",
+                          e.blocker == resolution::Blocker::kNone
+                              ? nlohmann::json(nullptr)
+                              : nlohmann::json(std::string(resolution::to_string(e.blocker)))},
+                         {"reason", e.reason}});
+                }
+                nlohmann::json chosen = nullptr;
+                if (result.chosen) {
+                    const auto& d = stored[*result.chosen];
+                    chosen = {{"name", d.name},
+                              {"firmware_uuid", d.firmware_uuid},
+                              {"firmware_version", d.firmware_version}};
+                }
+                return http::Response::json(200, {{"identifier", device->identifier},
+                                                  {"deployment", chosen},
+                                                  {"eligible", result.eligibility.eligible},
+                                                  {"reason", result.eligibility.reason},
+                                                  {"deployments", explanations}});
+            });
         });
-    });
 }
 
 }  // namespace otahub::api

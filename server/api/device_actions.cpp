@@ -73,10 +73,9 @@ http::Response push_simple(ApiContext& ctx, http::Request& req, const char* even
         if (!t.device.online) {
             throw ApiError(ErrorCode::kConflict, "the device is not connected");
         }
-        events::publish(tx, events::kDevicePush,
-                        {{"device_id", t.device.id},
-                         {"event", event},
-                         {"payload", nlohmann::json::object()}});
+        events::publish(
+            tx, events::kDevicePush,
+            {{"device_id", t.device.id}, {"event", event}, {"payload", nlohmann::json::object()}});
         audit(tx, t, std::string("device.") + event, nlohmann::json::object(), req);
         return http::Response::json(200, {{"identifier", t.device.identifier}, {"sent", event}});
     });
@@ -106,10 +105,9 @@ void register_device_action_routes(http::Router& router, ApiContext& ctx) {
                                "uuid is not a firmware of product " + t.product.name,
                                {{"uuid", {"does not exist"}}});
             }
-            auto cancelled = db::rollouts::start_manual(tx, t.scope.org.id, t.device.id,
-                                                        firmware->id, firmware->uuid,
-                                                        firmware->version,
-                                                        kManualExpirationMinutes);
+            auto cancelled = db::rollouts::start_manual(
+                tx, t.scope.org.id, t.device.id, firmware->id, firmware->uuid, firmware->version,
+                kManualExpirationMinutes);
             if (cancelled && cancelled->deployment_id) rollout::publish_wake(tx, t.product.id);
             events::publish(tx, rollout::kRolloutPush, {{"device_id", t.device.id}});
             audit(tx, t, "device.upgrade", {{"firmware_uuid", firmware->uuid}}, req);

@@ -1,6 +1,6 @@
+#include "server/api/products.hpp"
 #include "db/repositories/products_repository.hpp"
 #include "server/api/context.hpp"
-#include "server/api/products.hpp"
 #include "server/common/api_error.hpp"
 
 namespace otahub::api {
@@ -50,14 +50,16 @@ void register_product_routes(http::Router& router, ApiContext& ctx) {
                 throw ApiError(ErrorCode::kConflict, "a product with that name already exists",
                                {{"name", {"has already been taken"}}});
             }
-            return http::Response::json(201, product_json(db::products::create(tx, scope.org.id, name)));
+            return http::Response::json(201,
+                                        product_json(db::products::create(tx, scope.org.id, name)));
         });
     });
 
     router.add("GET", "/api/orgs/:org/products/:product", [&ctx](http::Request& req) {
         return ctx.db.transact([&](db::Tx& tx) {
             auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kView);
-            return http::Response::json(200, product_json(require_product(tx, scope, req.param("product"))));
+            return http::Response::json(
+                200, product_json(require_product(tx, scope, req.param("product"))));
         });
     });
 
@@ -70,7 +72,8 @@ void register_product_routes(http::Router& router, ApiContext& ctx) {
                 throw ApiError(ErrorCode::kConflict, "a product with that name already exists",
                                {{"name", {"has already been taken"}}});
             }
-            return http::Response::json(200, product_json(db::products::rename(tx, product.id, name)));
+            return http::Response::json(200,
+                                        product_json(db::products::rename(tx, product.id, name)));
         });
     };
     router.add("PUT", "/api/orgs/:org/products/:product", update);

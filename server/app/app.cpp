@@ -200,25 +200,35 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
                             [](double s) { metrics::db_transaction(s); });
     impl_->router.add("GET", "/metrics", [impl](http::Request&) {
         std::vector<metrics::GaugeSample> gauges;
-        gauges.push_back({"otahub_device_sessions", "Device websocket sessions on this node",
-                          {}, static_cast<double>(impl->sessions.size())});
-        gauges.push_back({"otahub_device_joined", "Devices joined to topic device on this node",
-                          {}, static_cast<double>(impl->rollouts.local_devices())});
+        gauges.push_back({"otahub_device_sessions",
+                          "Device websocket sessions on this node",
+                          {},
+                          static_cast<double>(impl->sessions.size())});
+        gauges.push_back({"otahub_device_joined",
+                          "Devices joined to topic device on this node",
+                          {},
+                          static_cast<double>(impl->rollouts.local_devices())});
         try {
-            auto counts = impl->db.transact(
-                [](db::Tx& tx) { return db::rollouts::in_flight_counts(tx); });
+            auto counts =
+                impl->db.transact([](db::Tx& tx) { return db::rollouts::in_flight_counts(tx); });
             for (const auto& c : counts) {
-                gauges.push_back({"otahub_updates_in_flight",
-                                  "Updates in flight per active deployment (cluster-wide)",
-                                  {{"org", c.org}, {"product", c.product},
-                                   {"deployment", c.deployment}},
-                                  static_cast<double>(c.count)});
+                gauges.push_back(
+                    {"otahub_updates_in_flight",
+                     "Updates in flight per active deployment (cluster-wide)",
+                     {{"org", c.org}, {"product", c.product}, {"deployment", c.deployment}},
+                     static_cast<double>(c.count)});
             }
-            gauges.push_back({"otahub_database_up", "Whether the last metrics query reached "
-                                                    "PostgreSQL", {}, 1});
+            gauges.push_back({"otahub_database_up",
+                              "Whether the last metrics query reached "
+                              "PostgreSQL",
+                              {},
+                              1});
         } catch (const std::exception&) {
-            gauges.push_back({"otahub_database_up", "Whether the last metrics query reached "
-                                                    "PostgreSQL", {}, 0});
+            gauges.push_back({"otahub_database_up",
+                              "Whether the last metrics query reached "
+                              "PostgreSQL",
+                              {},
+                              0});
         }
         http::Response res;
         res.status = 200;
@@ -266,9 +276,9 @@ void App::start() {
             api::default_public_url(config, impl.api_port, impl.api_tls.has_value());
     }
     impl.api_server->start();
-    impl.firmware_gc = std::make_unique<FirmwareGc>(
-        impl.db, api::open_firmware_store(config),
-        std::chrono::seconds(config.firmware_gc_interval_s));
+    impl.firmware_gc =
+        std::make_unique<FirmwareGc>(impl.db, api::open_firmware_store(config),
+                                     std::chrono::seconds(config.firmware_gc_interval_s));
     impl.firmware_gc->start();
     start_device_endpoint();
 
@@ -296,9 +306,10 @@ void App::start_device_endpoint() {
         impl.trust_sync.reload();
     } catch (const std::exception& e) {
         // The bus retries the trust load when its connection comes up.
-        spdlog::warn("device endpoint: cannot load trust at start ({}); devices are refused "
-                     "until the database is reachable",
-                     e.what());
+        spdlog::warn(
+            "device endpoint: cannot load trust at start ({}); devices are refused "
+            "until the database is reachable",
+            e.what());
     }
     impl.subscribe_device_events();
     impl.rotation = std::make_unique<device::CertificateRotation>(
@@ -315,11 +326,9 @@ void App::start_device_endpoint() {
             metrics::join();
             impl.rollouts.on_join(info, report);
         });
-    impl.device_hooks.on_event.emplace_back([&impl](const device::SessionInfo& info,
-                                                    const std::string& event,
-                                                    const nlohmann::json& payload) {
-        impl.rollouts.on_event(info, event, payload);
-    });
+    impl.device_hooks.on_event.emplace_back(
+        [&impl](const device::SessionInfo& info, const std::string& event,
+                const nlohmann::json& payload) { impl.rollouts.on_event(info, event, payload); });
     impl.device_hooks.on_disconnect.emplace_back(
         [&impl](const device::SessionInfo& info) { impl.rollouts.on_disconnect(info); });
     impl.bus.start();
@@ -390,7 +399,8 @@ void App::stop() {
     impl.work.reset();
     // Give open connections (downloads in progress) until the end of the drain period, at least
     // 2 s, to finish; then stop the loop.
-    auto deadline = std::max(drain_deadline, std::chrono::steady_clock::now() + std::chrono::seconds(2));
+    auto deadline =
+        std::max(drain_deadline, std::chrono::steady_clock::now() + std::chrono::seconds(2));
     auto busy = [&impl] {
         return (impl.api_server && impl.api_server->open_connections() > 0) ||
                (impl.device_server && impl.device_server->open_connections() > 0);

@@ -9,7 +9,7 @@ namespace otahub {
 
 /// The composition root of otahubd: thread pools, database, listeners, signals.
 class App {
-public:
+  public:
     explicit App(Config config);
     ~App();
     App(const App&) = delete;
@@ -27,7 +27,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     /// Loads trust, starts the event bus, presence and the device listener.
     void start_device_endpoint();
 

@@ -2,10 +2,10 @@
 
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <array>
 #include <charconv>
 #include <filesystem>
-#include <toml++/toml.h>
 
 extern char** environ;
 
@@ -98,7 +98,8 @@ void apply(Config& config, const std::string& setting, const std::string& value)
     } else if (setting == "OTAHUB_DB_POOL_SIZE") {
         config.db_pool_size = static_cast<int>(parse_int(setting, value, 1, 256));
     } else if (setting == "OTAHUB_API_BODY_LIMIT") {
-        config.api_body_limit = static_cast<std::uint64_t>(parse_int(setting, value, 1024, 1LL << 30));
+        config.api_body_limit =
+            static_cast<std::uint64_t>(parse_int(setting, value, 1024, 1LL << 30));
     } else if (setting == "OTAHUB_FIRMWARE_MAX_SIZE") {
         config.firmware_max_size =
             static_cast<std::uint64_t>(parse_int(setting, value, 1024, 1LL << 40));
@@ -197,24 +198,30 @@ Config load_config(const std::optional<std::string>& toml_path,
     }
 
     if (config.database_url.empty()) {
-        throw ConfigError("OTAHUB_DATABASE_URL: missing (a libpq URI such as "
-                          "postgresql://user@localhost:5432/otahub)");
+        throw ConfigError(
+            "OTAHUB_DATABASE_URL: missing (a libpq URI such as "
+            "postgresql://user@localhost:5432/otahub)");
     }
-    static const std::array kLevels = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+    static const std::array kLevels = {"trace", "debug",    "info", "warn",
+                                       "error", "critical", "off"};
     bool level_ok = false;
     for (const auto* level : kLevels) level_ok = level_ok || config.log_level == level;
     if (!level_ok) {
-        throw ConfigError("OTAHUB_LOG_LEVEL: expected one of trace, debug, info, warn, error, "
-                          "critical, off; got '" + config.log_level + "'");
+        throw ConfigError(
+            "OTAHUB_LOG_LEVEL: expected one of trace, debug, info, warn, error, "
+            "critical, off; got '" +
+            config.log_level + "'");
     }
     if (config.tls_cert.empty() != config.tls_key.empty()) {
-        throw ConfigError(config.tls_cert.empty() ? "OTAHUB_TLS_CERT: missing (OTAHUB_TLS_KEY is set)"
-                                                  : "OTAHUB_TLS_KEY: missing (OTAHUB_TLS_CERT is set)");
+        throw ConfigError(config.tls_cert.empty()
+                              ? "OTAHUB_TLS_CERT: missing (OTAHUB_TLS_KEY is set)"
+                              : "OTAHUB_TLS_KEY: missing (OTAHUB_TLS_CERT is set)");
     }
     if (require_listeners) {
         if (!config.has_tls()) {
-            throw ConfigError("OTAHUB_TLS_CERT: missing (the device endpoint needs a server "
-                              "certificate and key)");
+            throw ConfigError(
+                "OTAHUB_TLS_CERT: missing (the device endpoint needs a server "
+                "certificate and key)");
         }
         for (const auto& [setting, path] :
              {std::pair{"OTAHUB_TLS_CERT", config.tls_cert}, {"OTAHUB_TLS_KEY", config.tls_key}}) {

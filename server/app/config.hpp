@@ -10,7 +10,7 @@ namespace otahub {
 
 /// Invalid or missing configuration; the message names the setting.
 class ConfigError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 
@@ -23,34 +23,34 @@ struct ListenAddress {
 
 /// Every setting of otahubd. Read from a TOML file, then OTAHUB_* environment variables.
 struct Config {
-    std::string database_url;                                  // OTAHUB_DATABASE_URL (required)
-    ListenAddress api_listen{"127.0.0.1", 4000};               // OTAHUB_API_LISTEN
-    ListenAddress device_listen{"0.0.0.0", 4001};              // OTAHUB_DEVICE_LISTEN
-    std::string tls_cert;                                      // OTAHUB_TLS_CERT (PEM, chain)
-    std::string tls_key;                                       // OTAHUB_TLS_KEY
-    bool api_tls = true;                                       // OTAHUB_API_TLS (with a cert)
-    std::string data_dir = "./data";                           // OTAHUB_DATA_DIR
-    std::string log_level = "info";                            // OTAHUB_LOG_LEVEL
-    bool log_json = false;                                     // OTAHUB_LOG_JSON
-    std::string node_id;                                       // OTAHUB_NODE_ID (default hostname-pid)
-    std::string secret_key;                                    // OTAHUB_SECRET_KEY (URL signing, CA keys)
-    std::string public_url;                                    // OTAHUB_PUBLIC_URL (firmware URLs)
-    int io_threads = 2;                                        // OTAHUB_IO_THREADS
-    int db_threads = 8;                                        // OTAHUB_DB_THREADS
-    int db_pool_size = 8;                                      // OTAHUB_DB_POOL_SIZE
-    std::uint64_t api_body_limit = 1024 * 1024;                // OTAHUB_API_BODY_LIMIT (bytes)
-    std::uint64_t firmware_max_size = 2ULL * 1024 * 1024 * 1024; // OTAHUB_FIRMWARE_MAX_SIZE
-    int firmware_url_ttl_s = 86400;                            // OTAHUB_FIRMWARE_URL_TTL (s)
-    int firmware_gc_interval_s = 60;                           // OTAHUB_FIRMWARE_GC_INTERVAL (s)
-    int handshake_timeout_s = 10;                              // OTAHUB_HANDSHAKE_TIMEOUT
-    int device_idle_timeout_s = 180;                           // OTAHUB_DEVICE_IDLE_TIMEOUT
-    int handshake_rate_limit = 0;                              // OTAHUB_HANDSHAKE_RATE_LIMIT (/s, 0 off)
-    int rollout_sweep_interval_ms = 15000;                     // OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS
-    bool reuse_port = false;                                   // OTAHUB_REUSE_PORT (SO_REUSEPORT)
-    int drain_seconds = 10;                                    // OTAHUB_DRAIN_SECONDS
-    int cert_rotation_grace_s = 86400;                         // OTAHUB_CERT_ROTATION_GRACE (s)
-    int cert_renew_window_days = 30;                           // OTAHUB_CERT_RENEW_WINDOW_DAYS
-    std::string ready_file;                                    // OTAHUB_READY_FILE (tests)
+    std::string database_url;                      // OTAHUB_DATABASE_URL (required)
+    ListenAddress api_listen{"127.0.0.1", 4000};   // OTAHUB_API_LISTEN
+    ListenAddress device_listen{"0.0.0.0", 4001};  // OTAHUB_DEVICE_LISTEN
+    std::string tls_cert;                          // OTAHUB_TLS_CERT (PEM, chain)
+    std::string tls_key;                           // OTAHUB_TLS_KEY
+    bool api_tls = true;                           // OTAHUB_API_TLS (with a cert)
+    std::string data_dir = "./data";               // OTAHUB_DATA_DIR
+    std::string log_level = "info";                // OTAHUB_LOG_LEVEL
+    bool log_json = false;                         // OTAHUB_LOG_JSON
+    std::string node_id;                           // OTAHUB_NODE_ID (default hostname-pid)
+    std::string secret_key;                        // OTAHUB_SECRET_KEY (URL signing, CA keys)
+    std::string public_url;                        // OTAHUB_PUBLIC_URL (firmware URLs)
+    int io_threads = 2;                            // OTAHUB_IO_THREADS
+    int db_threads = 8;                            // OTAHUB_DB_THREADS
+    int db_pool_size = 8;                          // OTAHUB_DB_POOL_SIZE
+    std::uint64_t api_body_limit = 1024 * 1024;    // OTAHUB_API_BODY_LIMIT (bytes)
+    std::uint64_t firmware_max_size = 2ULL * 1024 * 1024 * 1024;  // OTAHUB_FIRMWARE_MAX_SIZE
+    int firmware_url_ttl_s = 86400;                               // OTAHUB_FIRMWARE_URL_TTL (s)
+    int firmware_gc_interval_s = 60;                              // OTAHUB_FIRMWARE_GC_INTERVAL (s)
+    int handshake_timeout_s = 10;                                 // OTAHUB_HANDSHAKE_TIMEOUT
+    int device_idle_timeout_s = 180;                              // OTAHUB_DEVICE_IDLE_TIMEOUT
+    int handshake_rate_limit = 0;           // OTAHUB_HANDSHAKE_RATE_LIMIT (/s, 0 off)
+    int rollout_sweep_interval_ms = 15000;  // OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS
+    bool reuse_port = false;                // OTAHUB_REUSE_PORT (SO_REUSEPORT)
+    int drain_seconds = 10;                 // OTAHUB_DRAIN_SECONDS
+    int cert_rotation_grace_s = 86400;      // OTAHUB_CERT_ROTATION_GRACE (s)
+    int cert_renew_window_days = 30;        // OTAHUB_CERT_RENEW_WINDOW_DAYS
+    std::string ready_file;                 // OTAHUB_READY_FILE (tests)
 
     /// True when both the certificate and the key are set.
     bool has_tls() const { return !tls_cert.empty() && !tls_key.empty(); }

@@ -1,13 +1,13 @@
 #include "server/app/metrics.hpp"
 
-#include <memory>
-#include <mutex>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
+#include <memory>
+#include <mutex>
 
 namespace otahub::metrics {
 namespace {

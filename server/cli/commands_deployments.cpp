@@ -68,8 +68,9 @@ void add_field_options(CLI::App* command, DeploymentOptions& o) {
     command->add_option("--tag-operator", o.tag_operator, "and (all tags) or or (any tag)")
         ->check(CLI::IsMember({"and", "or"}));
     command->add_option("--state", o.state, "on or off")->check(CLI::IsMember({"on", "off"}));
-    command->add_option("--concurrent-updates", o.concurrent_updates,
-                        "devices updating at once (0 = unlimited)")
+    command
+        ->add_option("--concurrent-updates", o.concurrent_updates,
+                     "devices updating at once (0 = unlimited)")
         ->check(CLI::Range(0, 1000000));
     command->add_option("--notes", o.notes, "free text");
 }
@@ -153,8 +154,8 @@ void add_deployment_commands(CLI::App& app, Context& ctx) {
     auto* remove = deployments->add_subcommand("delete", "delete a deployment");
     remove->add_option("name", o->name, "deployment name")->required();
     on_run(remove, ctx, [&ctx, o] {
-        auto data = ctx.client().request(
-            "DELETE", deployments_path(ctx, *o) + "/" + path_segment(o->name));
+        auto data =
+            ctx.client().request("DELETE", deployments_path(ctx, *o) + "/" + path_segment(o->name));
         if (ctx.json()) return print_json(data);
         print_line("Deleted deployment " + printable(o->name));
     });
@@ -240,8 +241,7 @@ void add_deployment_commands(CLI::App& app, Context& ctx) {
         auto* command = device->add_subcommand(action, std::string(action) + " the device");
         with_target(command);
         on_run(command, ctx, [&ctx, d, action] {
-            auto data =
-                ctx.client().request("POST", device_path(ctx, *d) + "/" + action);
+            auto data = ctx.client().request("POST", device_path(ctx, *d) + "/" + action);
             if (ctx.json()) return print_json(data);
             print_line(std::string("Sent ") + action + " to " + printable(d->identifier));
         });
