@@ -5,7 +5,6 @@
 #include <condition_variable>
 #include <mutex>
 #include <pqxx/pqxx>
-#include <regex>
 
 #include "db/tx.hpp"
 
@@ -21,16 +20,19 @@ std::vector<Statement>& registered_statements() {
 constexpr auto kAcquireTimeout = std::chrono::seconds(10);
 
 std::string constraint_message(const pqxx::unique_violation& e) {
-    std::string message = e.what();
-    std::smatch m;
-    static const std::regex kKey{R"(Key \(([^)]*)\)=)"};
-    if (std::regex_search(message, m, kKey)) {
-        std::string key = m[1].str();
-        static const std::regex kLower{R"(lower\((\w+)\))"};
-        key = std::regex_replace(key, kLower, "$1");
-        return "already exists: " + key;
+    // PostgreSQL's detail reads `Key (lower(name))=(x) already exists.`: name the key columns.
+    const std::string message = e.what();
+    const auto start = message.find("Key (");
+    if (start == std::string::npos) return "already exists";
+    const auto end = message.find(")=", start);
+    if (end == std::string::npos) return "already exists";
+    std::string key = message.substr(start + 5, end - start - 5);
+    for (std::size_t at; (at = key.find("lower(")) != std::string::npos;) {
+        const auto close = key.find(')', at);
+        if (close == std::string::npos) break;
+        key = key.substr(0, at) + key.substr(at + 6, close - at - 6) + key.substr(close + 1);
     }
-    return "already exists";
+    return "already exists: " + key;
 }
 
 [[noreturn]] void rethrow_sql_error(const pqxx::sql_error& e) {
@@ -200,12 +202,30 @@ bool Database::ping() {
     }
 }
 
-std::string Database::redacted_url() const {
-    static const std::regex kPassword{R"((://[^:/@]*:)[^@]*@)"};
-    std::string redacted = std::regex_replace(impl_->url, kPassword, "$1***@");
-    static const std::regex kPasswordParam{R"(password=[^ &]*)"};
-    return std::regex_replace(redacted, kPasswordParam, "password=***");
+namespace {
+
+std::string redact_database_url(std::string url) {
+    // URI form: the password between `user:` (a user without ':', '/' or '@') and the next '@'.
+    if (const auto scheme = url.find("://"); scheme != std::string::npos) {
+        const auto colon = url.find_first_of(":/@", scheme + 3);
+        if (colon != std::string::npos && url[colon] == ':') {
+            const auto at = url.find('@', colon + 1);
+            if (at != std::string::npos) url.replace(colon + 1, at - colon - 1, "***");
+        }
+    }
+    // Keyword form (`password=…`) and URI query parameters.
+    for (std::size_t at = url.find("password="); at != std::string::npos;
+         at = url.find("password=", at + 1)) {
+        const auto value = at + 9;
+        const auto end = url.find_first_of(" &", value);
+        url.replace(value, (end == std::string::npos ? url.size() : end) - value, "***");
+    }
+    return url;
 }
+
+}  // namespace
+
+std::string Database::redacted_url() const { return redact_database_url(impl_->url); }
 
 const std::string& Database::url() const { return impl_->url; }
 

@@ -82,21 +82,35 @@ TEST(DbRepositories, TokensResolveToTheirUserOnly) {
     testing::TestDatabase database;
     Database db{database.url(), 1};
     Migrator{db}.migrate();
-    auto user = db.transact(
-        [](Tx& tx) { return accounts::create_user(tx, "u@example.com", "U", "hash"); });
+    auto user =
+        db.transact([](Tx& tx) { return accounts::create_user(tx, "u@example.com", "U", "hash"); });
     db.run([&](Tx& tx) { accounts::create_token(tx, user.id, token_digest("nhu_abc"), "n"); });
-    auto found = db.transact(
-        [](Tx& tx) { return accounts::user_for_token(tx, token_digest("nhu_abc")); });
+    auto found =
+        db.transact([](Tx& tx) { return accounts::user_for_token(tx, token_digest("nhu_abc")); });
     ASSERT_TRUE(found.has_value());
     EXPECT_EQ(found->email, "u@example.com");
-    EXPECT_FALSE(db.transact(
-        [](Tx& tx) { return accounts::user_for_token(tx, token_digest("nhu_abd")); }));
+    EXPECT_FALSE(
+        db.transact([](Tx& tx) { return accounts::user_for_token(tx, token_digest("nhu_abd")); }));
 }
 
 TEST(DbDatabase, UnreachableServerIsUnavailable) {
     Database db{"postgresql://postgres@127.0.0.1:1/none?connect_timeout=2", 1};
     EXPECT_THROW(db.run([](Tx& tx) { tx->exec("SELECT 1"); }), Unavailable);
     EXPECT_FALSE(db.ping());
+}
+
+TEST(DbDatabase, RedactedUrlHidesPasswordsOnly) {
+    // Constructing a Database does not connect: the URLs need not be reachable.
+    EXPECT_EQ(Database("postgresql://app:s3cr:et@db.example:5432/hub", 1).redacted_url(),
+              "postgresql://app:***@db.example:5432/hub");
+    EXPECT_EQ(Database("postgresql://app:pa/ss#x@db:5432/hub", 1).redacted_url(),
+              "postgresql://app:***@db:5432/hub");
+    EXPECT_EQ(Database("postgresql://postgres@127.0.0.1:5432/hub", 1).redacted_url(),
+              "postgresql://postgres@127.0.0.1:5432/hub");
+    EXPECT_EQ(Database("postgresql://u@h/db?password=x&sslmode=require", 1).redacted_url(),
+              "postgresql://u@h/db?password=***&sslmode=require");
+    EXPECT_EQ(Database("host=h user=u password=hunter2 dbname=d", 1).redacted_url(),
+              "host=h user=u password=*** dbname=d");
 }
 
 }  // namespace
