@@ -265,8 +265,9 @@ MultipartFile extract_multipart_file(const fs::path& body, std::string_view boun
                 ~Closer() { ::close(fd); }
             } closer{fd};
             result.filename = headers.filename.value_or("");
+            // Captures closer.fd, not the structured binding (clang 14 cannot capture those).
             complete = scan_to_delimiter(reader, delimiter, [&](std::string_view bytes) {
-                storage::write_all(fd, bytes.data(), bytes.size(), "write firmware part");
+                storage::write_all(closer.fd, bytes.data(), bytes.size(), "write firmware part");
                 result.size += bytes.size();
             });
         } else if (!headers.filename) {
