@@ -1,9 +1,9 @@
 #include "server/rollout/rollout_engine.hpp"
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <cctype>
 #include <map>
-#include <spdlog/spdlog.h>
 
 #include "db/repositories/audit_repository.hpp"
 #include "server/api/firmware_url.hpp"
@@ -37,8 +37,7 @@ nlohmann::json update_payload(const Config& config, const db::FirmwareRow& firmw
     nlohmann::json partials = nlohmann::json::array();
     for (const auto& sum : firmware.partial_sha256) partials.push_back(upper(sum));
     return {{"update_available", true},
-            {"firmware_url",
-             api::signed_firmware_url(config, firmware.org_id, firmware.uuid, now)},
+            {"firmware_url", api::signed_firmware_url(config, firmware.org_id, firmware.uuid, now)},
             {"firmware_meta",
              {{"architecture", firmware.architecture},
               {"author", text_or_null(firmware.author)},
@@ -121,8 +120,8 @@ void RolloutEngine::on_event(const device::SessionInfo& info, const std::string&
         end_update(info.device_id, "failed", reason ? reason : std::optional<std::string>(status),
                    true);
     } else if (status == "ignored") {
-        end_update(info.device_id, "failed", "ignored by the device" + (reason ? ": " + *reason : ""),
-                   true);
+        end_update(info.device_id, "failed",
+                   "ignored by the device" + (reason ? ": " + *reason : ""), true);
     } else if (status == "rescheduled") {
         end_update(info.device_id, "rescheduled", reason, false);
     }
@@ -180,9 +179,9 @@ void RolloutEngine::end_update(std::int64_t device_id, const std::string& status
                 entry.details = {{"reason", *outcome.paused_reason},
                                  {"deployment_id", *ended->deployment_id}};
                 db::audit::record(tx, entry);
-                events::publish(tx, kDeploymentChanged,
-                                {{"product_id", ended->product_id},
-                                 {"deployment_id", *ended->deployment_id}});
+                events::publish(
+                    tx, kDeploymentChanged,
+                    {{"product_id", ended->product_id}, {"deployment_id", *ended->deployment_id}});
                 spdlog::warn("deployment {} paused: {}", entry.resource, *outcome.paused_reason);
             }
         }
@@ -291,60 +290,100 @@ void RolloutEngine::drain(std::int64_t product_id) {
 
 void RolloutEngine::evaluate(std::int64_t product_id, const std::vector<std::int64_t>& device_ids) {
     if (device_ids.empty()) return;
-    struct Started {
-        std::int64_t deployment_id = 0;
-        db::FirmwareRow firmware;
+    struct Wanted {
+        db::DeploymentRow deployment;
         std::vector<std::int64_t> devices;
     };
-    std::vector<Started> started;
+    std::vector<Wanted> wanted;
     db_.transact([&](db::Tx& tx) {
-        started.clear();
-        const auto deployments = db::rollouts::active_deployments(tx, product_id);
+        wanted.clear();
+        auto deployments = db::rollouts::active_deployments(tx, product_id);
         if (deployments.empty()) return 0;
         std::vector<resolution::CompiledDeployment> compiled;
         compiled.reserve(deployments.size());
         for (const auto& d : deployments) compiled.emplace_back(facts_of(d));
 
         // Which deployment each free device resolves to, when that is new firmware for it.
-        std::map<std::size_t, std::vector<std::int64_t>> wanted;
+        std::map<std::size_t, std::vector<std::int64_t>> chosen_by;
         for (const auto& candidate : db::rollouts::candidates(tx, product_id, device_ids)) {
             auto chosen = resolution::choose(facts_of(candidate, product_id), compiled);
             if (!chosen) continue;
             if (deployments[*chosen].firmware_uuid == candidate.firmware_uuid) continue;
-            wanted[*chosen].push_back(candidate.id);
+            chosen_by[*chosen].push_back(candidate.id);
         }
-        for (auto& [index, devices] : wanted) {
-            const auto& deployment = deployments[index];
-            // Slots are taken under the deployment's row lock: exact across nodes.
-            auto slots = db::rollouts::lock_slots(tx, deployment.id, deployment.firmware_id);
-            if (!slots || *slots <= 0) continue;
-            if (static_cast<std::int64_t>(devices.size()) > *slots) {
-                devices.resize(static_cast<std::size_t>(*slots));
-            }
-            auto got = db::rollouts::start(tx, deployment, devices);
-            if (got.empty()) continue;
-            auto firmware = db::firmwares::find_by_id(tx, deployment.firmware_id);
-            if (!firmware) continue;
-            started.push_back(Started{deployment.id, std::move(*firmware), std::move(got)});
+        for (auto& [index, devices] : chosen_by) {
+            wanted.push_back(Wanted{std::move(deployments[index]), std::move(devices)});
         }
         return 0;
     });
-    for (const auto& batch : started) {
-        for (std::size_t i = 0; i < batch.devices.size(); ++i) metrics::update_outcome("sent");
-        // One encoding for the whole batch: the frame is the same for every device.
-        namespace phx = device::phoenix;
-        const auto frame = std::make_shared<const std::string>(phx::encode(phx::push(
-            "device", "update",
-            update_payload(config_, batch.firmware, batch.deployment_id, Clock::now()))));
-        for (auto device_id : batch.devices) {
-            if (!sessions_.push_frame(device_id, frame, "update")) {
-                spdlog::debug("device_id={} left before its update was sent; it gets it again "
-                              "on its next join",
-                              device_id);
+    for (const auto& w : wanted) start_updates(w.deployment, w.devices);
+}
+
+void RolloutEngine::start_updates(const db::DeploymentRow& deployment,
+                                  const std::vector<std::int64_t>& devices) {
+    // A small first chunk gets the first frames out quickly; larger ones then keep the number
+    // of transactions low. Each chunk re-takes the slots under the deployment's row lock, so
+    // the concurrency limit stays exact across nodes, and stops if the deployment was switched
+    // off or moved to another firmware in the meantime.
+    constexpr std::size_t kFirstChunk = 250;
+    constexpr std::size_t kChunk = 1000;
+    std::optional<db::FirmwareRow> firmware;
+    std::shared_ptr<const std::string> frame;
+    std::size_t sent = 0;
+    for (std::size_t offset = 0; offset < devices.size();) {
+        const std::size_t size =
+            std::min(devices.size() - offset, offset == 0 ? kFirstChunk : kChunk);
+        const std::vector<std::int64_t> chunk(
+            devices.begin() + static_cast<std::ptrdiff_t>(offset),
+            devices.begin() + static_cast<std::ptrdiff_t>(offset + size));
+        offset += size;
+        std::vector<std::int64_t> got;
+        bool exhausted = false;
+        db_.transact([&](db::Tx& tx) {
+            got.clear();
+            exhausted = false;
+            const auto slots = db::rollouts::lock_slots(tx, deployment.id, deployment.firmware_id);
+            if (!slots || *slots <= 0) {
+                exhausted = true;
+                return 0;
             }
+            if (!firmware) firmware = db::firmwares::find_by_id(tx, deployment.firmware_id);
+            if (!firmware) {
+                exhausted = true;
+                return 0;
+            }
+            auto take = chunk;
+            if (static_cast<std::int64_t>(take.size()) > *slots) {
+                take.resize(static_cast<std::size_t>(*slots));
+                exhausted = true;
+            }
+            got = db::rollouts::start(tx, deployment, take);
+            return 0;
+        });
+        if (!got.empty()) {
+            // One encoding for the whole rollout: the frame is the same for every device.
+            namespace phx = device::phoenix;
+            if (!frame) {
+                frame = std::make_shared<const std::string>(phx::encode(
+                    phx::push("device", "update",
+                              update_payload(config_, *firmware, deployment.id, Clock::now()))));
+            }
+            for (auto device_id : got) {
+                metrics::update_outcome("sent");
+                if (!sessions_.push_frame(device_id, frame, "update")) {
+                    spdlog::debug(
+                        "device_id={} left before its update was sent; it gets it "
+                        "again on its next join",
+                        device_id);
+                }
+            }
+            sent += got.size();
         }
-        spdlog::info("deployment_id={} sent firmware {} to {} device(s)", batch.deployment_id,
-                     batch.firmware.uuid, batch.devices.size());
+        if (exhausted) break;
+    }
+    if (sent > 0) {
+        spdlog::info("deployment_id={} sent firmware {} to {} device(s)", deployment.id,
+                     firmware->uuid, sent);
     }
 }
 

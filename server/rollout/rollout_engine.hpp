@@ -97,6 +97,11 @@ class RolloutEngine {
     void schedule(std::int64_t product_id, std::optional<std::int64_t> device_id);
     void drain(std::int64_t product_id);
     void evaluate(std::int64_t product_id, const std::vector<std::int64_t>& device_ids);
+    /// Records and sends `deployment`'s update to `devices` (resolved to it) in chunks, each in
+    /// its own transaction under the deployment's row lock: the first devices get their frame
+    /// while the in-flight rows of the others are still being written.
+    void start_updates(const db::DeploymentRow& deployment,
+                       const std::vector<std::int64_t>& devices);
     void end_update(std::int64_t device_id, const std::string& status,
                     const std::optional<std::string>& reason, bool failure);
     void push(std::int64_t device_id, const db::FirmwareRow& firmware,
