@@ -34,6 +34,9 @@ struct AuditFilter {
     std::optional<std::string> actor;
     std::optional<std::string> resource_type;
     std::optional<std::string> resource;
+    /// Entries inserted at or after / before this ISO-8601 instant.
+    std::optional<std::string> since;
+    std::optional<std::string> until;
     /// Entries with an id below this one (pagination, newest first).
     std::optional<std::int64_t> before_id;
     int limit = 100;
@@ -44,6 +47,9 @@ namespace audit {
 
 /// Appends an entry (its id and inserted_at are ignored); returns the new id.
 std::int64_t record(Tx& tx, const AuditEntry& entry);
+/// Appends `entry` unless a row with its request id exists already (the handler of that
+/// request recorded a more specific one); returns whether a row was added.
+bool record_unless_recorded(Tx& tx, const AuditEntry& entry);
 /// Entries of an org, newest first.
 std::vector<AuditEntry> list(Tx& tx, std::int64_t org_id, const AuditFilter& filter);
 

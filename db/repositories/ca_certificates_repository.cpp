@@ -135,6 +135,13 @@ pki::TrustInputs load_trust_inputs(Tx& tx) {
          tx->exec("SELECT fingerprint FROM device_certificates WHERE revoked_at IS NOT NULL")) {
         inputs.revoked_fingerprints.push_back(row[0].as<std::string>());
     }
+    // Serials listed by the imported CRL of a custom CA: refused in the handshake (a TLS
+    // certificate_revoked alert), named by the CA's key identifier.
+    for (const auto& row :
+         tx->exec("SELECT c.ski, e.serial FROM ca_crl_entries e "
+                  "JOIN ca_certificates c ON c.id = e.ca_certificate_id WHERE c.ski <> ''")) {
+        inputs.revoked_serials.push_back({row[0].as<std::string>(), row[1].as<std::string>()});
+    }
     return inputs;
 }
 

@@ -14,7 +14,7 @@ constexpr const char* kColumns =
     "array_to_json(d.connection_types)::text, d.network_interface, d.update_status, "
     "d.update_status_reason, iso8601(d.update_status_at), d.update_progress, d.update_stage, "
     "iso8601(d.first_seen_at), iso8601(d.last_seen_at), iso8601(d.connected_at), "
-    "device_online(d.id), iso8601(d.inserted_at), iso8601(d.updated_at)";
+    "device_node(d.id), iso8601(d.inserted_at), iso8601(d.updated_at)";
 constexpr const char* kFrom =
     " FROM devices d JOIN products p ON p.id = d.product_id JOIN orgs o ON o.id = d.org_id ";
 
@@ -59,7 +59,8 @@ DeviceRow from(const pqxx::row& row) {
     d.first_seen_at = opt_string(row[28]);
     d.last_seen_at = opt_string(row[29]);
     d.connected_at = opt_string(row[30]);
-    d.online = row[31].as<bool>();
+    d.node = opt_string(row[31]);
+    d.online = d.node.has_value();
     d.inserted_at = row[32].as<std::string>();
     d.updated_at = row[33].as<std::string>();
     return d;
@@ -125,20 +126,24 @@ DevicePage list(Tx& tx, const DeviceQuery& query) {
         "AND ($2::text IS NULL OR $2::text = ANY(d.tags)) "
         "AND ($3::boolean IS NULL OR device_online(d.id) = $3::boolean) "
         "AND ($4::text IS NULL OR d.version = $4::text) "
-        "AND ($5::text IS NULL OR starts_with(d.identifier, $5::text)) ";
+        "AND ($5::text IS NULL OR starts_with(d.identifier, $5::text)) "
+        "AND ($6::text IS NULL OR d.id IN (SELECT c.device_id FROM device_connections c "
+        "WHERE c.node_id = $6::text AND c.status = 'connected' AND device_node(c.device_id) = "
+        "$6)) ";
     const std::optional<std::string> online =
         query.online ? std::optional<std::string>(*query.online ? "true" : "false") : std::nullopt;
     DevicePage page;
-    page.total = tx->exec_params1(std::string("SELECT count(*) FROM devices d ") + kWhere,
-                                  query.product_id, nullable(query.tag), nullable(online),
-                                  nullable(query.version), nullable(query.identifier_prefix))[0]
-                     .as<std::int64_t>();
+    page.total =
+        tx->exec_params1(std::string("SELECT count(*) FROM devices d ") + kWhere, query.product_id,
+                         nullable(query.tag), nullable(online), nullable(query.version),
+                         nullable(query.identifier_prefix), nullable(query.node))[0]
+            .as<std::int64_t>();
     const std::int64_t offset =
         static_cast<std::int64_t>(query.page - 1) * static_cast<std::int64_t>(query.page_size);
     for (const auto& row : tx->exec_params(
-             select_device(kWhere) + "ORDER BY d.identifier LIMIT $6 OFFSET $7", query.product_id,
+             select_device(kWhere) + "ORDER BY d.identifier LIMIT $7 OFFSET $8", query.product_id,
              nullable(query.tag), nullable(online), nullable(query.version),
-             nullable(query.identifier_prefix), query.page_size, offset)) {
+             nullable(query.identifier_prefix), nullable(query.node), query.page_size, offset)) {
         page.devices.push_back(from(row));
     }
     return page;
@@ -397,6 +402,28 @@ std::int64_t disconnect_node(Tx& tx, const std::string& node_id, const std::stri
         "disconnect_reason = $2 WHERE node_id = $1 AND status = 'connected'",
         node_id, reason);
     return static_cast<std::int64_t>(r.affected_rows());
+}
+
+std::vector<NodeRow> nodes(Tx& tx, std::int64_t org_id) {
+    std::vector<NodeRow> out;
+    for (const auto& row : tx->exec_params(
+             "SELECT n.node_id, iso8601(n.started_at), iso8601(n.heartbeat_at), "
+             "n.heartbeat_at > now() - otahub_node_ttl(), "
+             "(SELECT count(DISTINCT c.device_id) FROM device_connections c "
+             " JOIN devices d ON d.id = c.device_id "
+             " WHERE c.node_id = n.node_id AND c.status = 'connected' AND d.org_id = $1 "
+             " AND d.deleted_at IS NULL AND device_node(c.device_id) = n.node_id) "
+             "FROM nodes n ORDER BY n.node_id",
+             org_id)) {
+        NodeRow node;
+        node.node_id = row[0].as<std::string>();
+        node.started_at = row[1].as<std::string>();
+        node.heartbeat_at = row[2].as<std::string>();
+        node.alive = row[3].as<bool>();
+        node.connected_devices = row[4].as<std::int64_t>();
+        out.push_back(std::move(node));
+    }
+    return out;
 }
 
 std::int64_t sweep_dead_nodes(Tx& tx) {

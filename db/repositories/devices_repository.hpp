@@ -48,6 +48,8 @@ struct DeviceRow {
     std::optional<std::string> connected_at{};
     /// A connected session on a live node.
     bool online = false;
+    /// The node holding that session.
+    std::optional<std::string> node{};
     std::string inserted_at{};
     std::string updated_at{};
 };
@@ -91,6 +93,8 @@ struct DeviceQuery {
     std::optional<bool> online{};
     std::optional<std::string> version{};
     std::optional<std::string> identifier_prefix{};
+    /// Only devices whose live session is on this node.
+    std::optional<std::string> node{};
     int page = 1;
     int page_size = 50;
 };
@@ -200,6 +204,17 @@ void heartbeat_node(Tx& tx, const std::string& node_id);
 /// Marks every connected session of the node disconnected (start-up and shutdown); returns
 /// how many.
 std::int64_t disconnect_node(Tx& tx, const std::string& node_id, const std::string& reason);
+/// A hub node and how many of one org's devices it holds.
+struct NodeRow {
+    std::string node_id{};
+    std::string started_at{};
+    std::string heartbeat_at{};
+    /// Heartbeat recent enough (otahub_node_ttl()): its sessions count as online.
+    bool alive = false;
+    std::int64_t connected_devices = 0;
+};
+/// Every node seen in the last day, with the count of `org_id`'s devices connected to it.
+std::vector<NodeRow> nodes(Tx& tx, std::int64_t org_id);
 /// Marks connected sessions of nodes whose heartbeat is stale disconnected; returns how many.
 std::int64_t sweep_dead_nodes(Tx& tx);
 

@@ -2,7 +2,6 @@
 // requests, CRL import for custom CAs, the public CRL of managed CAs, and the audit log.
 #include <spdlog/spdlog.h>
 
-#include <charconv>
 #include <chrono>
 
 #include "db/repositories/audit_repository.hpp"
@@ -10,12 +9,15 @@
 #include "db/repositories/devices_repository.hpp"
 #include "db/repositories/managed_ca_repository.hpp"
 #include "db/repositories/products_repository.hpp"
+#include "server/api/audit.hpp"
 #include "server/api/context.hpp"
 #include "server/api/products.hpp"
+#include "server/api/reports.hpp"
 #include "server/common/api_error.hpp"
 #include "server/device/rotation.hpp"
 #include "server/domain/pki/crl.hpp"
 #include "server/domain/pki/managed_ca.hpp"
+#include "server/domain/pki/trust_store.hpp"
 #include "server/events/event_bus.hpp"
 
 namespace otahub::api {
@@ -27,9 +29,6 @@ using Clock = std::chrono::system_clock;
 constexpr int kDefaultCaValidityDays = 20 * 365;
 /// Lifetime of the CRLs the hub issues for managed CAs.
 constexpr auto kIssuedCrlLifetime = std::chrono::hours{24};
-/// Default and largest page of the audit log.
-constexpr int kDefaultAuditLimit = 100;
-constexpr int kMaxAuditLimit = 500;
 
 ApiError unprocessable(const std::string& field, const std::string& message) {
     return ApiError{ErrorCode::kUnprocessable, field + " " + message,
@@ -226,7 +225,7 @@ void store_for_device(db::Tx& tx, const DeviceTarget& target, const pki::Certifi
     }
 }
 
-nlohmann::json issued_json(const pki::Certificate& certificate, const pki::CertifiedKey& ca,
+nlohmann::json issued_json(db::Tx& tx, const pki::Certificate& certificate,
                            const db::ManagedCaRow& ca_row, bool registered) {
     const auto& facts = certificate.facts();
     return {{"serial", facts.serial},
@@ -236,7 +235,7 @@ nlohmann::json issued_json(const pki::Certificate& certificate, const pki::Certi
             {"not_after", iso8601(facts.not_after)},
             {"certificate", certificate.pem()},
             {"ca_serial", ca_row.serial},
-            {"ca_chain", nlohmann::json::array({ca.certificate.pem()})},
+            {"ca_chain", device::managed_ca_chain(tx, ca_row.org_id, certificate)},
             {"device_registered", registered}};
 }
 
@@ -244,39 +243,6 @@ std::optional<std::chrono::seconds> validity_of(const nlohmann::json& body) {
     auto days = optional_int(body, "validity_days", 1, 36500);
     if (!days) return std::nullopt;
     return std::chrono::days{*days};
-}
-
-// Bounded optional query parameter (400 when malformed).
-std::optional<std::int64_t> int_query(const http::Request& req, const std::string& name,
-                                      std::int64_t min, std::int64_t max) {
-    auto text = req.query_param(name);
-    if (!text) return std::nullopt;
-    std::int64_t value = 0;
-    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-    if (ec != std::errc{} || ptr != text->data() + text->size() || value < min || value > max) {
-        throw ApiError(ErrorCode::kBadRequest, name + " must be a whole number from " +
-                                                   std::to_string(min) + " to " +
-                                                   std::to_string(max));
-    }
-    return value;
-}
-
-std::optional<std::string> text_query(const http::Request& req, const std::string& name) {
-    auto value = req.query_param(name);
-    if (value && value->empty()) return std::nullopt;
-    return value;
-}
-
-nlohmann::json audit_json(const db::AuditEntry& e) {
-    return {{"id", e.id},
-            {"actor_type", e.actor_type},
-            {"actor", e.actor},
-            {"action", e.action},
-            {"resource_type", e.resource_type},
-            {"resource", e.resource},
-            {"details", e.details},
-            {"request_id", e.request_id ? nlohmann::json(*e.request_id) : nlohmann::json(nullptr)},
-            {"inserted_at", e.inserted_at}};
 }
 
 void register_managed_ca_routes(http::Router& router, ApiContext& ctx) {
@@ -293,15 +259,28 @@ void register_managed_ca_routes(http::Router& router, ApiContext& ctx) {
             throw unprocessable("common_name", "must be 1 to 64 characters");
         }
         const auto days = optional_int(body, "validity_days", 1, 36500);
+        const auto parent_serial = optional_string(body, "parent_serial");
         return ctx.db.transact([&](db::Tx& tx) {
             const auto principal = authenticate(tx, req);
             auto scope = require_org(tx, principal, req.param("org"), Role::kManage);
             auto jitp = parse_jitp(tx, scope.org.id, body.value("jitp", nlohmann::json()));
+            // An intermediate under one of the org's managed CAs (its root), or a root.
+            std::optional<pki::CertifiedKey> parent;
+            std::optional<db::ManagedCaRow> parent_row;
+            if (parent_serial) {
+                parent_row = db::managed_ca::find_by_serial(tx, scope.org.id, *parent_serial);
+                if (!parent_row) {
+                    throw unprocessable("parent_serial", "is not a hub-managed CA of the org");
+                }
+                if (!parent_row->active) throw unprocessable("parent_serial", "is an inactive CA");
+                parent = device::unlock_managed_ca(*parent_row, ctx.config.secret_key);
+            }
             const auto cn = common_name.value_or(
                 (scope.org.name.size() > 40 ? scope.org.name.substr(0, 40) : scope.org.name) +
-                " device CA");
-            const auto generated = pki::generate_ca(
-                cn, std::chrono::days{days.value_or(kDefaultCaValidityDays)}, Clock::now());
+                (parent ? " device intermediate CA" : " device CA"));
+            const auto generated =
+                pki::generate_ca(cn, std::chrono::days{days.value_or(kDefaultCaValidityDays)},
+                                 Clock::now(), parent ? &*parent : nullptr);
             const auto& facts = generated.certificate.facts();
             db::NewCaCertificate row;
             row.org_id = scope.org.id;
@@ -324,12 +303,17 @@ void register_managed_ca_routes(http::Router& router, ApiContext& ctx) {
                   "ca_certificate", created.serial,
                   {{"ski", created.ski},
                    {"subject", created.subject},
+                   {"parent_serial",
+                    parent_row ? nlohmann::json(parent_row->serial) : nlohmann::json(nullptr)},
                    {"jitp_product",
                     jitp ? nlohmann::json(jitp->product_name) : nlohmann::json(nullptr)}});
-            spdlog::info("org={} created managed CA serial={} ski={}", scope.org.name,
-                         created.serial, created.ski);
-            return http::Response::json(201,
-                                        managed_ca_json(ctx, created, generated.certificate.pem()));
+            spdlog::info("org={} created managed CA serial={} ski={} parent={}", scope.org.name,
+                         created.serial, created.ski, parent_serial.value_or("none"));
+            auto out = managed_ca_json(ctx, created, generated.certificate.pem());
+            out["parent_serial"] =
+                parent_row ? nlohmann::json(parent_row->serial) : nlohmann::json(nullptr);
+            out["ca_chain"] = device::managed_ca_chain(tx, scope.org.id, generated.certificate);
+            return http::Response::json(201, out);
         });
     });
 
@@ -425,6 +409,9 @@ void register_crl_routes(http::Router& router, ApiContext& ctx) {
                 serials.push_back(entry.serial);
             }
             db::managed_ca::store_crl(tx, ca->id, crl);
+            // Every node reloads its trust snapshot: the listed serials are then refused in the
+            // TLS handshake itself (certificate_revoked); the check at the upgrade stays.
+            events::publish(tx, events::kTrustChanged, {{"ca_id", ca->id}});
             std::size_t closing = 0;
             for (const auto& [device_id, fingerprint] :
                  db::managed_ca::certificates_with_serials(tx, scope.org.id, ca->ski, serials)) {
@@ -493,7 +480,7 @@ void register_device_certificate_routes(http::Router& router, ApiContext& ctx) {
                    {"ca_serial", ca_row.serial},
                    {"not_after", iso8601(cert.facts().not_after)}});
             return http::Response::json(201,
-                                        issued_json(cert, ca, ca_row, target.device.has_value()));
+                                        issued_json(tx, cert, ca_row, target.device.has_value()));
         });
     });
 
@@ -518,7 +505,7 @@ void register_device_certificate_routes(http::Router& router, ApiContext& ctx) {
                   {{"serial", created.certificate.facts().serial},
                    {"ca_serial", ca_row.serial},
                    {"not_after", iso8601(created.certificate.facts().not_after)}});
-            auto out = issued_json(created.certificate, ca, ca_row, target.device.has_value());
+            auto out = issued_json(tx, created.certificate, ca_row, target.device.has_value());
             out["private_key"] = created.private_key_pem;
             return http::Response::json(201, out);
         });
@@ -555,27 +542,6 @@ void register_device_certificate_routes(http::Router& router, ApiContext& ctx) {
     });
 }
 
-void register_audit_routes(http::Router& router, ApiContext& ctx) {
-    router.add("GET", "/api/orgs/:org/audit_logs", [&ctx](http::Request& req) {
-        return ctx.db.transact([&](db::Tx& tx) {
-            auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kView);
-            db::AuditFilter filter;
-            filter.action = text_query(req, "action");
-            filter.actor = text_query(req, "actor");
-            filter.resource_type = text_query(req, "resource_type");
-            filter.resource = text_query(req, "resource");
-            filter.before_id = int_query(req, "before", 1, INT64_MAX);
-            filter.limit = static_cast<int>(
-                int_query(req, "limit", 1, kMaxAuditLimit).value_or(kDefaultAuditLimit));
-            nlohmann::json list = nlohmann::json::array();
-            for (const auto& entry : db::audit::list(tx, scope.org.id, filter)) {
-                list.push_back(audit_json(entry));
-            }
-            return http::Response::json(200, list);
-        });
-    });
-}
-
 }  // namespace
 
 void register_certificate_routes(http::Router& router, ApiContext& ctx) {
@@ -583,6 +549,7 @@ void register_certificate_routes(http::Router& router, ApiContext& ctx) {
     register_crl_routes(router, ctx);
     register_device_certificate_routes(router, ctx);
     register_audit_routes(router, ctx);
+    register_report_routes(router, ctx);
 }
 
 }  // namespace otahub::api

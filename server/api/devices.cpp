@@ -45,6 +45,7 @@ nlohmann::json device_json(const db::DeviceRow& d) {
             {"description", d.description},
             {"tags", d.tags},
             {"online", d.online},
+            {"node", opt(d.node)},
             {"connection_status", connection_status(d)},
             {"last_communication", opt(d.last_seen_at)},
             {"connected_at", opt(d.connected_at)},
@@ -202,6 +203,7 @@ void register_device_routes(http::Router& router, ApiContext& ctx) {
         query.tag = query_value(req, "tag", "filters");
         query.version = query_value(req, "version", "filters");
         query.identifier_prefix = query_value(req, "identifier", "filters");
+        query.node = query_value(req, "node", "filters");
         if (auto online = query_value(req, "online", "filters")) {
             if (*online == "true" || *online == "1") {
                 query.online = true;
@@ -229,6 +231,24 @@ void register_device_routes(http::Router& router, ApiContext& ctx) {
                                            {"total_entries", page.total},
                                            {"total_pages", total_pages}}}},
                                         false);
+        });
+    });
+
+    // The hub nodes (cluster members) and how many of the org's devices each one holds; the
+    // devices themselves: GET …/devices?node=<node_id>.
+    router.add("GET", "/api/orgs/:org/nodes", [&ctx](http::Request& req) {
+        return ctx.db.transact([&](db::Tx& tx) {
+            auto scope = require_org(tx, authenticate(tx, req), req.param("org"), Role::kView);
+            nlohmann::json list = nlohmann::json::array();
+            for (const auto& node : db::devices::nodes(tx, scope.org.id)) {
+                list.push_back({{"node_id", node.node_id},
+                                {"alive", node.alive},
+                                {"started_at", node.started_at},
+                                {"heartbeat_at", node.heartbeat_at},
+                                {"connected_devices", node.connected_devices},
+                                {"this_node", node.node_id == ctx.config.node_id}});
+            }
+            return http::Response::json(200, list);
         });
     });
 

@@ -89,8 +89,8 @@ http::Response serve_firmware(const http::Request& req, const storage::FirmwareS
     struct stat st {};
     if (!path || ::stat(path->c_str(), &st) != 0 ||
         static_cast<std::int64_t>(st.st_size) != firmware.size) {
-        spdlog::error("request_id={} firmware {} of org {}: stored file missing or wrong size",
-                      req.request_id, firmware.uuid, firmware.org_id);
+        spdlog::error("firmware {} of org {}: stored file missing or wrong size", firmware.uuid,
+                      firmware.org_id);
         throw ApiError(ErrorCode::kNotFound, "firmware file not found");
     }
     const auto size = static_cast<std::uint64_t>(firmware.size);
@@ -249,9 +249,8 @@ http::Response upload(ApiContext& ctx, storage::FirmwareStore& store, http::Requ
             placed = store.put(row.storage_key, archive);
             return inserted;
         });
-        spdlog::info("request_id={} firmware {} {} {} uploaded to org {} ({} bytes)",
-                     req.request_id, created.uuid, created.product, created.version,
-                     up.scope.org.name, created.size);
+        spdlog::info("firmware {} {} {} uploaded to org {} ({} bytes)", created.uuid,
+                     created.product, created.version, up.scope.org.name, created.size);
         return http::Response::json(201, firmware_json(created));
     } catch (const db::Conflict&) {
         if (placed) store.remove_if_same(row.storage_key, *placed);
@@ -318,8 +317,7 @@ void register_firmware_routes(http::Router& router, ApiContext& ctx) {
         try {
             store->remove(firmware.storage_key);
         } catch (const std::exception& e) {
-            spdlog::warn("request_id={} firmware {} deleted but its file was not: {}",
-                         req.request_id, firmware.uuid, e.what());
+            spdlog::warn("firmware {} deleted but its file was not: {}", firmware.uuid, e.what());
         }
         return http::Response::no_content();
     });

@@ -332,8 +332,8 @@ void App::start_device_endpoint() {
     impl.device_hooks.on_disconnect.emplace_back(
         [&impl](const device::SessionInfo& info) { impl.rollouts.on_disconnect(info); });
     impl.bus.start();
-    impl.device_tls.emplace(
-        device::make_device_tls_context(config.tls_cert, config.tls_key, impl.trust));
+    impl.device_tls.emplace(device::make_device_tls_context(config.tls_cert, config.tls_key,
+                                                            impl.trust, config.tls_ticket_key));
     device::DeviceServerOptions options;
     options.node_id = config.node_id;
     options.handshake_timeout = std::chrono::seconds(config.handshake_timeout_s);

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <filesystem>
 
+#include "server/domain/crypto.hpp"
+
 extern char** environ;
 
 namespace otahub {
@@ -24,6 +26,7 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_DEVICE_LISTEN", "device_listen"},
     Setting{"OTAHUB_TLS_CERT", "tls_cert"},
     Setting{"OTAHUB_TLS_KEY", "tls_key"},
+    Setting{"OTAHUB_TLS_TICKET_KEY", "tls_ticket_key"},
     Setting{"OTAHUB_API_TLS", "api_tls"},
     Setting{"OTAHUB_DATA_DIR", "data_dir"},
     Setting{"OTAHUB_LOG_LEVEL", "log_level"},
@@ -60,6 +63,27 @@ std::int64_t parse_int(const std::string& setting, const std::string& text, std:
     return value;
 }
 
+/// 32+ random bytes as hex digits or base64 (`openssl rand -hex 32`), decoded into `out`.
+void parse_ticket_key(const std::string& setting, const std::string& text, std::string& out) {
+    out.clear();
+    const bool hex_digits = !text.empty() && text.size() % 2 == 0 &&
+                            text.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+    if (hex_digits) {
+        const auto nibble = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+        for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
+            out.push_back(static_cast<char>(nibble(text[i]) * 16 + nibble(text[i + 1])));
+        }
+    } else if (!crypto::base64_decode(text, out)) {
+        out.clear();
+    }
+    if (out.size() < 32) {
+        out.clear();
+        throw ConfigError(setting +
+                          ": expected at least 32 random bytes as hex digits or base64 (e.g. "
+                          "`openssl rand -hex 32`)");
+    }
+}
+
 bool parse_bool(const std::string& setting, const std::string& text) {
     if (text == "1" || text == "true" || text == "yes" || text == "on") return true;
     if (text == "0" || text == "false" || text == "no" || text == "off") return false;
@@ -77,6 +101,9 @@ void apply(Config& config, const std::string& setting, const std::string& value)
         config.tls_cert = value;
     } else if (setting == "OTAHUB_TLS_KEY") {
         config.tls_key = value;
+    } else if (setting == "OTAHUB_TLS_TICKET_KEY") {
+        config.tls_ticket_key.clear();
+        if (!value.empty()) parse_ticket_key(setting, value, config.tls_ticket_key);
     } else if (setting == "OTAHUB_API_TLS") {
         config.api_tls = parse_bool(setting, value);
     } else if (setting == "OTAHUB_DATA_DIR") {

@@ -28,6 +28,7 @@ struct Config {
     ListenAddress device_listen{"0.0.0.0", 4001};  // OTAHUB_DEVICE_LISTEN
     std::string tls_cert;                          // OTAHUB_TLS_CERT (PEM, chain)
     std::string tls_key;                           // OTAHUB_TLS_KEY
+    std::string tls_ticket_key;                    // OTAHUB_TLS_TICKET_KEY (decoded bytes)
     bool api_tls = true;                           // OTAHUB_API_TLS (with a cert)
     std::string data_dir = "./data";               // OTAHUB_DATA_DIR
     std::string log_level = "info";                // OTAHUB_LOG_LEVEL

@@ -29,7 +29,9 @@ struct CertOptions {
     std::string csr_file;
     std::string out_dir;
     std::string out_file;
+    std::string parent_serial;
     int validity_days = 0;
+    int days = 30;
 };
 
 std::string device_certificates_path(Context& ctx, const CertOptions& opts) {
@@ -126,8 +128,11 @@ void add_ca_commands(CLI::App& app, Context& ctx) {
     create->add_option("--jitp-description", opts->jitp_description,
                        "description of just-in-time provisioned devices");
     create->add_option("--out", opts->out_file, "also write the CA certificate (PEM) here");
+    create->add_option("--parent", opts->parent_serial,
+                       "serial of a managed CA of the org: create an intermediate under it");
     on_run(create, ctx, [&ctx, opts] {
         nlohmann::json body = {{"description", opts->description}};
+        if (!opts->parent_serial.empty()) body["parent_serial"] = opts->parent_serial;
         if (!opts->jitp_product.empty()) {
             body["jitp"] = {{"product_name", opts->jitp_product},
                             {"tags", opts->jitp_tags},
@@ -201,11 +206,60 @@ void add_device_cert_commands(CLI::App& app, Context& ctx) {
     });
 }
 
+void add_report_commands(CLI::App& app, Context& ctx) {
+    auto opts = std::make_shared<CertOptions>();
+    auto* reports = app.add_subcommand("reports", "reports on an org");
+    reports->require_subcommand(1);
+    reports->add_option("--org", opts->org, "org (env OTAHUB_ORG; default: config `org`)");
+    auto* certificates = reports->add_subcommand(
+        "certificates",
+        "device certificates and CAs expiring soon, devices refused with bad certificates");
+    certificates->add_option("--days", opts->days, "expiring within this many days (default 30)")
+        ->check(CLI::Range(0, 3650));
+    on_run(certificates, ctx, [&ctx, opts] {
+        auto data = ctx.client().request(
+            "GET", "/api/orgs/" + path_segment(ctx.org(opts->org)) +
+                       "/reports/certificates?days=" + std::to_string(opts->days));
+        if (ctx.json()) return print_json(data);
+        const auto days = std::to_string(opts->days);
+        print_line("Device certificates expiring within " + days + " days:");
+        print_table(data.value("expiring_certificates", nlohmann::json::array()),
+                    {{"DEVICE", {"identifier"}},
+                     {"PRODUCT", {"product"}},
+                     {"SERIAL", {"serial"}},
+                     {"NOT AFTER", {"not_after"}},
+                     {"EXPIRED", {"expired"}},
+                     {"RENEW ASKED", {"renew_requested_at"}}},
+                    "  none");
+        print_line("");
+        print_line("CAs expiring within " + days + " days:");
+        print_table(data.value("expiring_cas", nlohmann::json::array()),
+                    {{"SERIAL", {"serial"}},
+                     {"SUBJECT", {"subject"}},
+                     {"NOT AFTER", {"not_after"}},
+                     {"MANAGED", {"managed"}},
+                     {"ACTIVE", {"active"}}},
+                    "  none");
+        print_line("");
+        print_line("Devices refused with revoked, unknown or expired certificates (last " +
+                   text_of(data.value("recent_days", nlohmann::json(7))) + " days):");
+        print_table(data.value("refused_devices", nlohmann::json::array()),
+                    {{"DEVICE", {"identifier"}},
+                     {"CATEGORY", {"category"}},
+                     {"REASON", {"reason"}},
+                     {"CA", {"ca_serial"}},
+                     {"REFUSALS", {"refusals"}},
+                     {"LAST", {"last_at"}}},
+                    "  none");
+    });
+}
+
 }  // namespace
 
 void add_cert_commands(CLI::App& app, Context& ctx) {
     add_ca_commands(app, ctx);
     add_device_cert_commands(app, ctx);
+    add_report_commands(app, ctx);
 }
 
 }  // namespace otahub::cli

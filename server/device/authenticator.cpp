@@ -2,10 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include "db/repositories/audit_repository.hpp"
 #include "db/repositories/ca_certificates_repository.hpp"
 #include "db/repositories/devices_repository.hpp"
 #include "db/repositories/managed_ca_repository.hpp"
 #include "server/device/rotation.hpp"
+#include "server/device/trust_sync.hpp"
 #include "server/events/event_bus.hpp"
 
 namespace otahub::device {
@@ -16,6 +18,27 @@ AuthResult refuse(int status, std::string reason) {
     result.status = status;
     result.reason = std::move(reason);
     return result;
+}
+
+// The stable code a refusal is counted under (handshake_refusals.reason, stage "upgrade").
+std::string refusal_code(const std::string& reason) {
+    static const std::pair<std::string_view, std::string_view> kCodes[] = {
+        {"certificate revoked", "revoked"},
+        {"revoked by", "revoked"},
+        {"another organization", "other_org"},
+        {"common name does not match", "common_name_mismatch"},
+        {"has no common name", "no_common_name"},
+        {"unexpected public key", "unexpected_key"},
+        {"not registered", "not_registered"},
+        {"device deleted", "device_deleted"},
+        {"device disabled", "device_disabled"},
+        {"conflicts", "certificate_conflict"},
+        {"CRL", "crl_missing"},
+    };
+    for (const auto& [needle, code] : kCodes) {
+        if (reason.find(needle) != std::string::npos) return std::string(code);
+    }
+    return "refused";
 }
 
 AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
@@ -65,6 +88,18 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
                                                         leaf.common_name, ca->jitp->description,
                                                         ca->jitp->tags);
                 provisioned = true;
+                db::AuditEntry entry;
+                entry.org_id = org_id;
+                entry.actor_type = "device";
+                entry.actor = leaf.common_name;
+                entry.action = "device.provisioned";
+                entry.resource_type = "device";
+                entry.resource = leaf.common_name;
+                entry.details = {{"product", ca->jitp->product_name},
+                                 {"ca_serial", ca->serial},
+                                 {"certificate_serial", leaf.serial},
+                                 {"remote", request.remote}};
+                db::audit::record(tx, entry);
             }
         }
         if (device->deleted) return refuse(403, "device deleted");
@@ -98,11 +133,18 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
 }  // namespace
 
 AuthResult authenticate_device(db::Database& db, const AuthRequest& request) {
+    auto counted = [&request](AuthResult result) {
+        if (!result.ok && result.status != 503) {
+            refusal_counter().add(request.ca.id, request.ca.org_id, refusal_code(result.reason),
+                                  "upgrade", request.leaf.common_name, request.leaf.serial);
+        }
+        return result;
+    };
     try {
-        return db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
+        return counted(db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); }));
     } catch (const ApiError& e) {
         if (e.code() == ErrorCode::kConflict) {
-            return refuse(403, "certificate conflicts with a stored certificate");
+            return counted(refuse(403, "certificate conflicts with a stored certificate"));
         }
         spdlog::warn("device authentication failed cn={} serial={}: {}", request.leaf.common_name,
                      request.leaf.serial, e.what());

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace otahub::device {
 namespace {
@@ -41,15 +42,147 @@ phx::Message error_reply(const phx::Message& request, const char* reason) {
     return phx::reply(request, "error", {{"reason", reason}});
 }
 
-void run_hooks(const char* what, const std::function<void()>& fn) {
+void run_hooks(const char* what, const SessionInfo& info, const std::function<void()>& fn) {
     try {
         fn();
     } catch (const std::exception& e) {
-        spdlog::warn("device hook {} failed: {}", what, e.what());
+        spdlog::warn("device={} hook {} failed: {}", info.identifier, what, e.what());
     }
 }
 
+bool database_unavailable(const ApiError& e) { return e.code() == ErrorCode::kUnavailable; }
+
 }  // namespace
+
+// ---- EventRecorder ----
+
+bool EventRecorder::run(Entry& entry) {
+    for (; entry.done < entry.steps.size(); ++entry.done) {
+        try {
+            entry.steps[entry.done]();
+        } catch (const ApiError& e) {
+            if (database_unavailable(e)) return false;
+            spdlog::warn("device event {} failed: {}", entry.what, e.what());
+        } catch (const std::exception& e) {
+            spdlog::warn("device event {} failed: {}", entry.what, e.what());
+        }
+    }
+    return true;
+}
+
+bool EventRecorder::record(std::int64_t device_id, std::vector<Step> steps, bool droppable,
+                           const std::string& what) {
+    const std::lock_guard lock{mutex_};
+    auto& queue = queues_[device_id];
+    const std::size_t bound = droppable ? kMaxPerDevice : 2 * kMaxPerDevice;
+    if (queue.entries.size() >= bound || pending_.load() >= kMaxTotal) {
+        if (dropped_++ % 1000 == 0) {
+            spdlog::warn("dropping device {}: {} events wait for the database ({} dropped)", what,
+                         pending_.load(), dropped_);
+        }
+        if (queue.entries.empty() && !queue.busy) queues_.erase(device_id);
+        return false;
+    }
+    queue.entries.push_back(Entry{std::move(steps), 0, droppable, what});
+    ++pending_;
+    if (unavailable_.load()) ++kept_;
+    if (queue.busy) return false;
+    // While the database is unavailable, retry() writes the queues back, not every new event.
+    if (unavailable_.load()) {
+        stalled_.store(true);
+        return false;
+    }
+    queue.busy = true;
+    return true;
+}
+
+void EventRecorder::flush(std::int64_t device_id) {
+    for (;;) {
+        Entry* entry = nullptr;
+        {
+            const std::lock_guard lock{mutex_};
+            auto it = queues_.find(device_id);
+            if (it == queues_.end()) return;
+            if (it->second.entries.empty()) {
+                queues_.erase(it);
+                return;
+            }
+            // Only the busy flusher removes entries, and push_back keeps references valid.
+            entry = &it->second.entries.front();
+        }
+        const bool written = run(*entry);
+        const std::lock_guard lock{mutex_};
+        auto& queue = queues_[device_id];
+        if (!written) {
+            queue.busy = false;
+            stalled_.store(true);
+            last_failure_ = std::chrono::steady_clock::now();
+            if (!unavailable_.exchange(true)) {
+                kept_ = pending_.load();
+                spdlog::warn("database unavailable: keeping device events until it returns");
+            }
+            return;
+        }
+        queue.entries.pop_front();
+        --pending_;
+        unavailable_.store(false);
+    }
+}
+
+bool EventRecorder::retry_due() {
+    if (!stalled_.load() || retrying_.load()) return false;
+    const auto now = std::chrono::steady_clock::now();
+    const std::lock_guard lock{mutex_};
+    if (now - last_failure_ < kRetryInterval) return false;
+    // Claim this slot: other frames in the same interval do not schedule another retry.
+    last_failure_ = now;
+    return true;
+}
+
+void EventRecorder::retry() {
+    bool expected = false;
+    if (!retrying_.compare_exchange_strong(expected, true)) return;
+    std::uint64_t kept = 0;
+    {
+        const std::lock_guard lock{mutex_};
+        kept = kept_;
+    }
+    // Probe with one device first; once it is written, the rest go too.
+    unavailable_.store(false);
+    for (;;) {
+        std::optional<std::int64_t> next;
+        {
+            const std::lock_guard lock{mutex_};
+            for (auto& [device_id, queue] : queues_) {
+                if (!queue.busy && !queue.entries.empty()) {
+                    queue.busy = true;
+                    next = device_id;
+                    break;
+                }
+            }
+        }
+        if (!next) {
+            // Every queue is written or being written by its own flush.
+            stalled_.store(false);
+            break;
+        }
+        flush(*next);
+        if (unavailable_.load()) break;
+    }
+    retrying_.store(false);
+    if (!unavailable_.load() && kept > 0) {
+        {
+            const std::lock_guard lock{mutex_};
+            kept_ = 0;
+        }
+        spdlog::info(
+            "database available: wrote back {} device events kept during the outage ({} "
+            "still queued)",
+            kept, pending_.load());
+    }
+}
+
+// ---- DeviceChannel ----
 
 db::FirmwareReport firmware_report_from_join(const nlohmann::json& payload) {
     db::FirmwareReport report;
@@ -94,6 +227,19 @@ DeviceChannel::DeviceChannel(SessionInfo info, db::Database& db, const DeviceHoo
     : info_(std::move(info)), db_(db), hooks_(hooks) {}
 
 ChannelStep DeviceChannel::handle(const phx::Message& message) {
+    ChannelStep step = dispatch(message);
+    // Events kept during a database outage are retried from the traffic of any device (each
+    // device heartbeats at least every 30 s), at most once per EventRecorder::kRetryInterval.
+    if (hooks_.recorder->retry_due()) {
+        step.after = [after = std::move(step.after), recorder = hooks_.recorder] {
+            if (after) after();
+            recorder->retry();
+        };
+    }
+    return step;
+}
+
+ChannelStep DeviceChannel::dispatch(const phx::Message& message) {
     ChannelStep step;
     if (message.topic == phx::kPhoenixTopic) {
         if (message.event == phx::kHeartbeat) {
@@ -136,7 +282,7 @@ ChannelStep DeviceChannel::join(const phx::Message& message) {
     if (!hooks_.on_join.empty()) {
         step.after = [&hooks = hooks_, info = info_, report] {
             for (const auto& hook : hooks.on_join) {
-                run_hooks("on_join", [&] { hook(info, *report); });
+                run_hooks("on_join", info, [&] { hook(info, *report); });
             }
         };
     }
@@ -219,13 +365,20 @@ ChannelStep DeviceChannel::device_event(const phx::Message& message) {
     }
     if (!write && hooks_.on_event.empty()) return step;
 
-    step.work = [&db = db_, &hooks = hooks_, info = info_, write = std::move(write), event,
-                 payload = hooks_.on_event.empty() ? nlohmann::json() : payload] {
-        if (write) db.run(write);
-        for (const auto& hook : hooks.on_event) {
-            run_hooks("on_event", [&] { hook(info, event, payload); });
-        }
-    };
+    // The write, then the observers (the rollout engine ends updates on status_update), kept in
+    // order for this device while the database is unavailable.
+    std::vector<EventRecorder::Step> steps;
+    if (write) {
+        steps.emplace_back([&db = db_, write = std::move(write)] { db.run(write); });
+    }
+    for (const auto& hook : hooks_.on_event) {
+        steps.emplace_back([&hook, info = info_, event, payload] { hook(info, event, payload); });
+    }
+    const bool droppable = event != "status_update" && event != "firmware_validated";
+    if (hooks_.recorder->record(device_id, std::move(steps), droppable,
+                                event + " of " + info_.identifier)) {
+        step.after = [recorder = hooks_.recorder, device_id] { recorder->flush(device_id); };
+    }
     return step;
 }
 

@@ -37,9 +37,11 @@ struct DeviceServerOptions {
 
 /// A TLS 1.2/1.3 server context for the device endpoint: the server certificate, modern
 /// ciphers, and client certificates verified in the handshake against `trust` (refusals are
-/// logged once with reason, serial and CN). Throws on unreadable files.
+/// logged once with reason, serial and CN), and TLS session tickets keyed by `ticket_key`
+/// (OTAHUB_TLS_TICKET_KEY; empty: a random per-process key). Throws on unreadable files.
 net::ssl::context make_device_tls_context(const std::string& cert_chain_file,
-                                          const std::string& key_file, pki::TrustStore& trust);
+                                          const std::string& key_file, pki::TrustStore& trust,
+                                          const std::string& ticket_key = {});
 
 /// The device endpoint: mutual TLS, websocket upgrade on `/socket/websocket` and
 /// `/device-socket/websocket` (Phoenix V2 JSON), device lookup / JITP on the worker pool, then a

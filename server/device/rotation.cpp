@@ -4,6 +4,7 @@
 
 #include "db/repositories/audit_repository.hpp"
 #include "server/common/api_error.hpp"
+#include "server/domain/pki/trust_store.hpp"
 #include "server/events/event_bus.hpp"
 
 namespace otahub::device {
@@ -93,6 +94,21 @@ void CertificateRotation::install(DeviceHooks& hooks) {
         });
 }
 
+nlohmann::json managed_ca_chain(db::Tx& tx, std::int64_t org_id, const pki::Certificate& cert) {
+    nlohmann::json chain = nlohmann::json::array();
+    auto facts = cert.facts();
+    for (int depth = 0; depth < pki::kMaxVerifyDepth; ++depth) {
+        if (facts.aki.empty() || facts.aki == facts.ski) break;
+        auto issuer = db::managed_ca::find_by_ski(tx, org_id, facts.aki);
+        if (!issuer) break;
+        auto issuer_cert = pki::Certificate::from_der(issuer->der);
+        if (!issuer_cert) break;
+        chain.push_back(issuer_cert->pem());
+        facts = issuer_cert->facts();
+    }
+    return chain;
+}
+
 void CertificateRotation::joined(const SessionInfo& info) {
     std::optional<nlohmann::json> renew;
     db_.transact([&](db::Tx& tx) {
@@ -163,7 +179,7 @@ void CertificateRotation::handle_csr(const SessionInfo& info, const nlohmann::js
             spdlog::info("device={} rotation: issued certificate serial={} replacing serial={}",
                          info.identifier, facts.serial, current->serial);
             return nlohmann::json{{"certificate", certificate.pem()},
-                                  {"ca_chain", nlohmann::json::array({key.certificate.pem()})}};
+                                  {"ca_chain", managed_ca_chain(tx, info.org_id, certificate)}};
         });
     } catch (const ApiError& e) {
         return refuse(info, e.what());

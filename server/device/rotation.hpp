@@ -68,6 +68,10 @@ inline std::chrono::seconds sweep_interval(std::chrono::seconds grace) {
 /// the hub needs its original secret back.
 pki::CertifiedKey unlock_managed_ca(const db::ManagedCaRow& ca, const std::string& secret);
 
+/// PEMs of the org's managed CAs above `cert`: its issuer first, up to the root (AKI → SKI); a
+/// self-signed certificate has none above it.
+nlohmann::json managed_ca_chain(db::Tx& tx, std::int64_t org_id, const pki::Certificate& cert);
+
 /// The `device_certificates` row for a certificate of a device.
 db::NewDeviceCertificate certificate_row(const pki::CertificateFacts& facts, std::int64_t org_id,
                                          std::int64_t device_id);

@@ -11,13 +11,14 @@
 #include "server/device/registry.hpp"
 #include "server/device/session_info.hpp"
 #include "server/net/asio.hpp"
+#include "server/net/tls.hpp"
 
 namespace otahub::device {
 
 class Presence;
 
-/// The TLS stream under a device websocket.
-using TlsStream = net::beast::ssl_stream<net::beast::tcp_stream>;
+/// The TLS stream under a device websocket (OpenSSL on the socket, no idle buffers).
+using TlsStream = net::TlsSocket;
 /// A device websocket.
 using WsStream = net::beast::websocket::stream<TlsStream>;
 

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "server/app/logging.hpp"
 #include "server/common/api_error.hpp"
 
 namespace otahub::http {
@@ -77,6 +78,8 @@ RouteMatch Router::match(const std::string& method, const std::string& raw_path)
 }
 
 Response Router::dispatch(Request& request, const RouteMatch& match) const {
+    // Every line logged while this request is handled (handlers, repositories) names it.
+    const log::Scope scope{"request_id", request.request_id};
     if (match.bad_path) return error_response(400, "malformed percent-encoding in path");
     if (match.route == nullptr) {
         if (!match.allowed_methods.empty()) {
@@ -93,16 +96,22 @@ Response Router::dispatch(Request& request, const RouteMatch& match) const {
     }
     request.params = match.params;
     try {
-        return match.route->handler(request);
+        auto response = match.route->handler(request);
+        if (observer_) {
+            try {
+                observer_(request, *match.route, response);
+            } catch (const std::exception& e) {
+                spdlog::error("{} {} observer failed: {}", request.method, request.path, e.what());
+            }
+        }
+        return response;
     } catch (const ApiError& e) {
         if (e.code() == ErrorCode::kInternal || e.code() == ErrorCode::kUnavailable) {
-            spdlog::warn("request_id={} {} {} failed: {}", request.request_id, request.method,
-                         request.path, e.what());
+            spdlog::warn("{} {} failed: {}", request.method, request.path, e.what());
         }
         return Response::json(http_status(e.code()), e.to_json(), false);
     } catch (const std::exception& e) {
-        spdlog::error("request_id={} {} {} internal error: {}", request.request_id, request.method,
-                      request.path, e.what());
+        spdlog::error("{} {} internal error: {}", request.method, request.path, e.what());
         return error_response(500, "internal error (request id " + request.request_id + ")");
     }
 }

@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "server/domain/crypto.hpp"
+
 namespace otahub::net {
 namespace {
 
@@ -15,8 +17,8 @@ constexpr const char* kTls12Ciphers =
 
 void harden(SSL_CTX* ctx) {
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(
+        ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_cipher_list(ctx, kTls12Ciphers);
     SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384");
     // Idle sessions give their read/write buffers back: matters with 15k+ idle devices.
@@ -30,11 +32,14 @@ ssl::context make_server_context(const std::string& cert_chain_file, const std::
     harden(ctx.native_handle());
     boost::system::error_code ec;
     ctx.use_certificate_chain_file(cert_chain_file, ec);
-    if (ec) throw std::runtime_error("cannot load certificate " + cert_chain_file + ": " + ec.message());
+    if (ec)
+        throw std::runtime_error("cannot load certificate " + cert_chain_file + ": " +
+                                 ec.message());
     ctx.use_private_key_file(key_file, ssl::context::pem, ec);
     if (ec) throw std::runtime_error("cannot load key " + key_file + ": " + ec.message());
     if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
-        throw std::runtime_error("key " + key_file + " does not match certificate " + cert_chain_file);
+        throw std::runtime_error("key " + key_file + " does not match certificate " +
+                                 cert_chain_file);
     }
     return ctx;
 }
@@ -54,6 +59,29 @@ ssl::context make_client_context(const std::string& ca_file, const std::string& 
         ctx.use_private_key_file(key_file.empty() ? cert_file : key_file, ssl::context::pem);
     }
     return ctx;
+}
+
+void enable_session_tickets(SSL_CTX* ctx, const std::string& key,
+                            const std::string& session_id_context) {
+    // Resuming needs a session id context whenever client certificates are verified.
+    if (SSL_CTX_set_session_id_context(
+            ctx, reinterpret_cast<const unsigned char*>(session_id_context.data()),
+            static_cast<unsigned int>(
+                std::min<std::size_t>(session_id_context.size(), SSL_MAX_SID_CTX_LENGTH))) != 1) {
+        throw std::runtime_error("cannot set the TLS session id context");
+    }
+    SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);  // TLS 1.3: stateless tickets, no server cache
+    SSL_CTX_set_num_tickets(ctx, 1);
+    if (key.empty()) return;  // OpenSSL's random per-context key
+    // name (16) | HMAC-SHA256 key (32) | AES-256 key (32), each derived from the shared key.
+    const auto name = crypto::hmac_sha256(key, "otahub tls ticket name");
+    const auto mac = crypto::hmac_sha256(key, "otahub tls ticket hmac");
+    const auto aes = crypto::hmac_sha256(key, "otahub tls ticket aes");
+    std::string keys = name.substr(0, 16) + mac + aes;
+    if (keys.size() != 80 ||
+        SSL_CTX_set_tlsext_ticket_keys(ctx, keys.data(), static_cast<long>(keys.size())) != 1) {
+        throw std::runtime_error("cannot set the TLS session ticket key");
+    }
 }
 
 }  // namespace otahub::net

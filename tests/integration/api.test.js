@@ -73,6 +73,8 @@ async function snapshotOrg(org, product) {
   const snapshot = {};
   for (const route of orgRoutes()) {
     if (route.method !== 'GET' || !(isFoundation(route) || returnsList(route))) continue;
+    // The hub's nodes are live cluster state (heartbeats move on their own), not org data.
+    if (route.template === '/api/orgs/{org}/nodes') continue;
     const params = route.template.match(/\{[^}]+\}/g).map((p) => p.slice(1, -1));
     if (params.some((p) => p !== 'org' && p !== 'product')) continue;
     const res = await hub.request('GET', fill(route.template, { org, product }), { token: admin });

@@ -76,6 +76,48 @@ test('a new connection on node B closes the older one on node A', async () => {
   await second.close();
 });
 
+test('devices are listed per node: GET …/nodes counts them, ?node= lists them, node in each device', async () => {
+  const onA = [root.issueLeaf({ cn: 'per-node-a1' }), root.issueLeaf({ cn: 'per-node-a2' })];
+  const onB = [root.issueLeaf({ cn: 'per-node-b1' })];
+  const sessions = [];
+  for (const leaf of onA) sessions.push(await a.connect(leaf));
+  for (const leaf of onB) sessions.push(await b.connect(leaf));
+  const list = async (query) => {
+    const res = await a.api('GET', `/api/orgs/acme/products/sensor/devices?identifier=per-node-${query}`);
+    assert.equal(res.status, 200);
+    return res.body.data.map((d) => `${d.identifier}@${d.node}`).sort();
+  };
+  assert.deepEqual(await list('&node=node-a'), ['per-node-a1@node-a', 'per-node-a2@node-a']);
+  assert.deepEqual(await list('&node=node-b'), ['per-node-b1@node-b']);
+  assert.deepEqual(await list('&filters[node]=node-b'), ['per-node-b1@node-b']);
+  assert.deepEqual(await list('&node=no-such-node'), []);
+  const nodes = await b.api('GET', '/api/orgs/acme/nodes');
+  assert.equal(nodes.status, 200);
+  const byId = Object.fromEntries(nodes.body.data.map((n) => [n.node_id, n]));
+  assert.equal(byId['node-a'].alive, true);
+  assert.equal(byId['node-b'].alive, true);
+  assert.equal(byId['node-b'].this_node, true);
+  assert.equal(byId['node-a'].this_node, false);
+  assert.ok(byId['node-a'].connected_devices >= 2, JSON.stringify(byId['node-a']));
+  assert.ok(byId['node-b'].connected_devices >= 1, JSON.stringify(byId['node-b']));
+  // A device that moves to node B is listed there, not on node A any more.
+  sessions.push(await b.connect(onA[0]));
+  await sessions[0].waitForClose(3000);
+  await eventually(async () => {
+    const now = await list('&node=node-b');
+    return now.includes('per-node-a1@node-b') ? now : null;
+  }, 'per-node-a1 listed on node B');
+  assert.deepEqual(await list('&node=node-a'), ['per-node-a2@node-a']);
+  for (const s of sessions) await s.close();
+  const offline = await eventually(async () => {
+    const d = await a.device('per-node-b1');
+    return d.online ? null : d;
+  }, 'per-node-b1 offline');
+  assert.equal(offline.node, null);
+  // An org the caller does not belong to (or that does not exist): 404, as for every org route.
+  assert.equal((await a.api('GET', '/api/orgs/nope/nodes')).status, 404);
+});
+
 test('a crashed node\'s devices go offline when it restarts with the same node id', async () => {
   const leaf = root.issueLeaf({ cn: 'cluster-crash' });
   const device = await a.connect(leaf);

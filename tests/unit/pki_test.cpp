@@ -781,6 +781,57 @@ TEST_P(PkiHandshake, RevokedSerialOfTheIssuerIsCertificateRevoked) {
     expect_refused(outcome, SSL_AD_CERTIFICATE_REVOKED, VerifyStatus::kRevoked);
 }
 
+TEST_P(PkiHandshake, RefusalsReachTheStoreObserverWithTheCaTheChainReached) {
+    std::vector<pki::Refusal> seen;
+    store_.set_refusal_observer([&seen](const pki::Refusal& r) { seen.push_back(r); });
+    const auto leaf = device_root_.issue_leaf();
+    const auto revoked = connect({.cas = {device_root_.registered(7, 70)},
+                                  .revoked_serials = {{.issuer_ski = device_root_.facts().ski,
+                                                       .serial = leaf.facts().serial}}},
+                                 &leaf);
+    expect_refused(revoked, SSL_AD_CERTIFICATE_REVOKED, VerifyStatus::kRevoked);
+    ASSERT_EQ(seen.size(), 1U);
+    EXPECT_EQ(seen[0].reason, VerifyStatus::kRevoked);
+    EXPECT_EQ(seen[0].ca_id, 7);
+    EXPECT_EQ(seen[0].org_id, 70);
+    EXPECT_EQ(seen[0].serial, leaf.facts().serial);
+    EXPECT_EQ(refusals_.back().ca_id, 7) << "the context's own hook sees the CA too";
+
+    // An expired leaf names its CA; a certificate of an unknown CA names none.
+    refusals_.clear();
+    const auto stale =
+        device_root_.issue_leaf({.not_before = Clock::now() - 48h, .not_after = Clock::now() - 1h});
+    expect_refused(connect({.cas = {device_root_.registered(7, 70)}}, &stale),
+                   SSL_AD_CERTIFICATE_EXPIRED, VerifyStatus::kExpired);
+    ASSERT_EQ(seen.size(), 2U);
+    EXPECT_EQ(seen[1].ca_id, 7);
+    refusals_.clear();
+    const auto foreign = TestPki::make_root("Stranger Root").issue_leaf();
+    expect_refused(connect({.cas = {device_root_.registered(7, 70)}}, &foreign), SSL_AD_UNKNOWN_CA,
+                   VerifyStatus::kUnknownCa);
+    ASSERT_EQ(seen.size(), 3U);
+    EXPECT_EQ(seen[2].ca_id, 0);
+    EXPECT_EQ(seen[2].org_id, 0);
+
+    // Accepted handshakes are not reported; a throwing observer changes nothing.
+    expect_accepted(connect({.cas = {device_root_.registered(7, 70)}}, &leaf), 7, 70);
+    EXPECT_EQ(seen.size(), 3U);
+    store_.set_refusal_observer([](const pki::Refusal&) { throw std::runtime_error("boom"); });
+    refusals_.clear();
+    expect_refused(connect({.cas = {device_root_.registered(7, 70)}}, &foreign), SSL_AD_UNKNOWN_CA,
+                   VerifyStatus::kUnknownCa);
+}
+
+TEST_P(PkiHandshake, AProviderOtherThanTheStoreReportsOnlyToTheContextHook) {
+    std::vector<pki::Refusal> seen;
+    store_.set_refusal_observer([&seen](const pki::Refusal& r) { seen.push_back(r); });
+    store_.replace(TrustSnapshot::build({.cas = {device_root_.registered(1, 10)}}));
+    const auto foreign = TestPki::make_root("Stranger Root").issue_leaf();
+    const auto outcome = connect_with([this] { return store_.current(); }, &foreign);
+    expect_refused(outcome, SSL_AD_UNKNOWN_CA, VerifyStatus::kUnknownCa);
+    EXPECT_TRUE(seen.empty());
+}
+
 TEST_P(PkiHandshake, RevokedIntermediateRevokesItsDevices) {
     const auto intermediate = device_root_.issue_intermediate("Device Intermediate");
     const auto leaf = intermediate.issue_leaf();

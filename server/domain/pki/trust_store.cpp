@@ -324,6 +324,14 @@ VerifyResult TrustSnapshot::verify(X509* leaf, STACK_OF(X509) * untrusted, Clock
         result.status = classified.status;
         result.x509_error = classified.x509_error;
         result.error_depth = std::max(0, X509_STORE_CTX_get_error_depth(ctx.get()));
+        // Name the registered CA the refused chain reached, for per-CA refusal counts.
+        STACK_OF(X509)* partial = X509_STORE_CTX_get0_chain(ctx.get());
+        if (const auto depth = deepest_anchor(partial)) {
+            if (const Anchor* reached = anchor_for(sk_X509_value(partial, *depth))) {
+                result.ca = MatchedCa{reached->ca.id, reached->ca.org_id, reached->ca.jitp,
+                                      reached->ski, *depth};
+            }
+        }
         return result;
     }
 
@@ -374,8 +382,44 @@ void TrustStore::replace(std::shared_ptr<const TrustSnapshot> next) {
     current_.swap(next);
 }
 
+namespace {
+
+// The provider `TrustStore::provider` hands out: a named type, so the verification callback can
+// find the store behind it and report refusals to the store's observer.
+struct StoreProvider {
+    const TrustStore* store;
+    std::shared_ptr<const TrustSnapshot> operator()() const { return store->current(); }
+};
+
+}  // namespace
+
 std::function<std::shared_ptr<const TrustSnapshot>()> TrustStore::provider() const {
-    return [this] { return current(); };
+    return StoreProvider{this};
+}
+
+void TrustStore::set_refusal_observer(std::function<void(const Refusal&)> observer) {
+    std::shared_ptr<const std::function<void(const Refusal&)>> shared;
+    if (observer) {
+        shared = std::make_shared<const std::function<void(const Refusal&)>>(std::move(observer));
+    }
+    const std::lock_guard lock{mutex_};
+    refusal_observer_ = std::move(shared);
+}
+
+void TrustStore::notify_refusal(const Refusal& refusal) const noexcept {
+    std::shared_ptr<const std::function<void(const Refusal&)>> observer;
+    {
+        const std::lock_guard lock{mutex_};
+        observer = refusal_observer_;
+    }
+    if (!observer) {
+        return;
+    }
+    try {
+        (*observer)(refusal);
+    } catch (...) {
+        // The refusal stands whatever the observer does.
+    }
 }
 
 // ---- TLS integration ----
@@ -446,6 +490,10 @@ Refusal refusal_of(const VerifyResult& result) {
         refusal.issuer = result.leaf->issuer;
         refusal.fingerprint = result.leaf->fingerprint;
     }
+    if (result.ca) {
+        refusal.ca_id = result.ca->id;
+        refusal.org_id = result.ca->org_id;
+    }
     return refusal;
 }
 
@@ -496,10 +544,18 @@ int verify_client_certificate(X509_STORE_CTX* store_ctx, void* arg) {
     }
     const bool accepted = result.ok();
     try {
-        if (!accepted && config != nullptr && config->options.on_refusal) {
+        const StoreProvider* store_provider =
+            config != nullptr ? config->current_snapshot.target<StoreProvider>() : nullptr;
+        const bool observed = config != nullptr && config->options.on_refusal;
+        if (!accepted && (observed || store_provider != nullptr)) {
             const Refusal refusal = refusal_of(result);
             remember(ssl, std::move(result));
-            config->options.on_refusal(refusal);
+            if (store_provider != nullptr) {
+                store_provider->store->notify_refusal(refusal);
+            }
+            if (observed) {
+                config->options.on_refusal(refusal);
+            }
         } else {
             remember(ssl, std::move(result));
         }
@@ -509,6 +565,42 @@ int verify_client_certificate(X509_STORE_CTX* store_ctx, void* arg) {
         return accepted ? 1 : 0;
     }
     return accepted ? 1 : 0;
+}
+
+// A resumed session (TLS session ticket) skips the certificate exchange and with it the
+// verification hook: re-verify the certificate the session was established with against the
+// snapshot in force now (revocations, disabled devices and CAs, expiry) and record the result as
+// the hook does. A certificate that no longer passes falls back to a full handshake, where the
+// hook refuses it with the usual alert and log line.
+SSL_TICKET_RETURN on_session_ticket(SSL* ssl, SSL_SESSION* session,
+                                    const unsigned char* /*key_name*/, size_t /*key_name_length*/,
+                                    SSL_TICKET_STATUS status, void* arg) {
+    switch (status) {
+        case SSL_TICKET_SUCCESS:
+        case SSL_TICKET_SUCCESS_RENEW:
+            break;
+        case SSL_TICKET_FATAL_ERR_MALLOC:
+        case SSL_TICKET_FATAL_ERR_OTHER:
+            return SSL_TICKET_RETURN_ABORT;
+        default:  // no ticket, empty, or not ours (another key): full handshake, new ticket
+            return SSL_TICKET_RETURN_IGNORE_RENEW;
+    }
+    const auto* config = static_cast<const VerificationConfig*>(arg);
+    X509* leaf = session != nullptr ? SSL_SESSION_get0_peer(session) : nullptr;
+    if (config == nullptr || !config->current_snapshot || leaf == nullptr) {
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    }
+    try {
+        const auto snapshot = config->current_snapshot();
+        if (!snapshot) return SSL_TICKET_RETURN_IGNORE_RENEW;
+        const auto now = config->options.clock ? config->options.clock() : Clock::now();
+        VerifyResult result = snapshot->verify(leaf, nullptr, now);
+        if (!result.ok()) return SSL_TICKET_RETURN_IGNORE_RENEW;
+        remember(ssl, std::move(result));
+    } catch (...) {
+        return SSL_TICKET_RETURN_IGNORE_RENEW;  // no exception crosses OpenSSL's frames
+    }
+    return status == SSL_TICKET_SUCCESS_RENEW ? SSL_TICKET_RETURN_USE_RENEW : SSL_TICKET_RETURN_USE;
 }
 
 }  // namespace
@@ -529,13 +621,17 @@ void install_client_verification(
         throw std::bad_alloc{};
     }
     delete previous;
-    SSL_CTX_set_cert_verify_callback(ctx, verify_client_certificate, config.release());
+    auto* installed = config.release();
+    SSL_CTX_set_cert_verify_callback(ctx, verify_client_certificate, installed);
     SSL_CTX_set_verify(ctx, mode, nullptr);
-    // A resumed session or a renegotiation would skip this verification (and with it a
-    // revocation or a disabled device published since): every connection verifies afresh.
+    // A renegotiation would skip this verification. A resumed session skips it too, so tickets
+    // stay off here (net::enable_session_tickets turns them on) and any ticket that does come
+    // back is re-verified against the current snapshot first (on_session_ticket). No stateful
+    // session cache: a ticket is the only way to resume.
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_ticket_cb(ctx, nullptr, on_session_ticket, installed);
 }
 
 std::optional<VerifyResult> verification_result(const SSL* ssl) {

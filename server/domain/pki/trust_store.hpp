@@ -111,7 +111,8 @@ struct VerifyResult {
     int x509_error = X509_V_OK;
     /// Chain position of the offending certificate (0 = leaf); 0 on success.
     int error_depth = 0;
-    /// The registered CA the chain ends at; set on success (and for a disabled device).
+    /// The registered CA the chain ends at; set on success, for a disabled device, and for a
+    /// refusal whose chain reached a registered CA (a revoked or expired certificate).
     std::optional<MatchedCa> ca{};
     /// Facts of the leaf certificate, when it could be read.
     std::optional<CertificateFacts> leaf{};
@@ -134,6 +135,9 @@ struct Refusal {
     std::string issuer{};
     /// Leaf SHA-1 fingerprint.
     std::string fingerprint{};
+    /// The registered CA the refused chain reached and its org; 0 when none (unknown CA).
+    std::int64_t ca_id = 0;
+    std::int64_t org_id = 0;
 };
 
 /// An immutable picture of trust for the TLS handshake: registered CAs as trust anchors
@@ -205,11 +209,18 @@ class TrustStore {
     /// Puts `next` in force for handshakes that start from now on; null is ignored.
     void replace(std::shared_ptr<const TrustSnapshot> next);
     /// A provider for `install_client_verification`; this store must outlive the TLS context.
+    /// Handshakes verified through it also report their refusals to the refusal observer.
     std::function<std::shared_ptr<const TrustSnapshot>()> provider() const;
+    /// Called (on the handshake's thread, keep it cheap) for every certificate refused by a
+    /// context verifying through `provider()`, besides the context's own `on_refusal`.
+    void set_refusal_observer(std::function<void(const Refusal&)> observer);
+    /// Reports a refusal to the observer, if any; never throws.
+    void notify_refusal(const Refusal& refusal) const noexcept;
 
   private:
     mutable std::mutex mutex_;
     std::shared_ptr<const TrustSnapshot> current_;
+    std::shared_ptr<const std::function<void(const Refusal&)>> refusal_observer_;
 };
 
 /// How `install_client_verification` treats peers.
@@ -227,9 +238,10 @@ struct ClientVerificationOptions {
 /// Makes `ctx` verify client certificates against `current_snapshot()` (read once per handshake):
 /// `SSL_VERIFY_PEER` (plus `SSL_VERIFY_FAIL_IF_NO_PEER_CERT` when required), a certificate
 /// verification callback that sets the `X509_V_ERR_*` matching each refusal so OpenSSL sends the
-/// right alert, and no session resumption or renegotiation, so every connection is verified
-/// against the current snapshot. Call before the context is shared; the settings live as long as
-/// `ctx`. Throws `std::bad_alloc` only.
+/// right alert, and no renegotiation. Tickets stay off until `net::enable_session_tickets`; a
+/// resumed session's certificate is re-verified against the current snapshot (a refusal falls
+/// back to a full handshake), so every connection is checked against the snapshot in force. Call
+/// before the context is shared; the settings live as long as `ctx`. Throws `std::bad_alloc` only.
 void install_client_verification(
     SSL_CTX* ctx, std::function<std::shared_ptr<const TrustSnapshot>()> current_snapshot,
     ClientVerificationOptions options = {});
