@@ -11,7 +11,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { startHub, binDir } = require('../e2e/lib/hub');
+const { startHub, binDir, sanitizedBinary } = require('../e2e/lib/hub');
 
 let hub;
 let home;
@@ -426,7 +426,7 @@ function peakRss(pid) {
   }
 }
 
-test('a 128 MiB upload is streamed: the CLI never holds the file in memory', async () => {
+test('a 128 MiB upload is streamed: the CLI never holds the file in memory', async (t) => {
   const big = path.join(home, 'big.fw');
   const size = 128 * 1024 * 1024;
   fs.writeFileSync(big, crypto.randomBytes(1024 * 1024));
@@ -457,6 +457,13 @@ test('a 128 MiB upload is streamed: the CLI never holds the file in memory', asy
   assert.match(stderr.trimEnd().split('\n').pop(), /^otahub: 422: firmware refused by the /);
   assert.match(stderr, /^upload big\.fw: 50% \(64\.0 MiB of 128\.0 MiB\)$/m);
   assert.ok(samples > 0, 'sampled the running CLI');
+  if (sanitizedBinary('otahub')) {
+    // ASan keeps freed buffers and their shadow resident (about 108 MiB here, even with a 16 MiB
+    // quarantine): the bound is asserted by the release build's run of this same test.
+    t.diagnostic(`peak RSS ${peak} KiB under ASan`);
+    t.skip('RSS bound not asserted for an ASan build (the release run asserts it)');
+    return;
+  }
   assert.ok(peak < 64 * 1024, `peak RSS ${peak} KiB for a 128 MiB upload`);
 });
 

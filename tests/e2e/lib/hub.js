@@ -181,4 +181,16 @@ async function startHub(options = {}) {
   return hub;
 }
 
-module.exports = { startHub, createDatabase, dropDatabase, makeServerCerts, runBin, binDir };
+/**
+ * True when binary `name` of binDir() is built with AddressSanitizer: its RSS then includes
+ * the sanitizer's quarantine and shadow memory, so memory bounds do not apply to it.
+ */
+function sanitizedBinary(name) {
+  try {
+    return execFileSync('ldd', [path.join(binDir(), name)], { encoding: 'utf8' }).includes('libasan');
+  } catch (_) {
+    return false;
+  }
+}
+
+module.exports = { startHub, createDatabase, dropDatabase, makeServerCerts, runBin, binDir, sanitizedBinary };
