@@ -8,6 +8,17 @@
 // milliseconds.
 const net = require('node:net');
 
+/**
+ * Resets `socket` (RST), or destroys it when its write side is already shut down: Node 20's
+ * resetAndDestroy() after end() leaves the handle never closed (uv_tcp_close_reset refuses a
+ * socket with a shutdown in progress) and the process then spins at exit for ever.
+ */
+function reset(socket) {
+  if (socket.destroyed) return;
+  if (socket.writableEnded) socket.destroy();
+  else socket.resetAndDestroy();
+}
+
 class FaultProxy {
   /** Listens on 127.0.0.1:<free port> and forwards to `targetHost:targetPort`. */
   static async start(targetHost, targetPort) {
@@ -38,7 +49,7 @@ class FaultProxy {
     client.on('close', () => this.sockets.delete(client));
     client.on('error', () => {});
     if (this.mode === 'refuse' || this.mode === 'reset') {
-      client.resetAndDestroy();
+      reset(client);
       return;
     }
     if (this.mode === 'blackhole') {
@@ -88,11 +99,11 @@ class FaultProxy {
     this.mode = mode;
     if (mode === 'refuse' || mode === 'reset') {
       for (const { client, upstream } of this.pairs) {
-        client.resetAndDestroy();
+        reset(client);
         upstream.destroy();
       }
       this.pairs.clear();
-      for (const client of this.held) client.resetAndDestroy();
+      for (const client of this.held) reset(client);
       this.held.clear();
     } else if (mode === 'blackhole') {
       // Stop reading both ways: data stays in the socket buffers, nothing is delivered.

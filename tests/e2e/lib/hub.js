@@ -168,7 +168,8 @@ async function startHub(options = {}) {
       return res.body.data.token;
     },
     async stop({ signal = 'SIGTERM', keepDatabase = false } = {}) {
-      if (child.exitCode === null) {
+      // A child that already ended (exit code, or killed by a signal) emits no second 'exit'.
+      if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill(signal);
         await exited;
