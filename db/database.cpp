@@ -1,10 +1,14 @@
 #include "db/database.hpp"
 
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <pqxx/pqxx>
+#include <thread>
 
 #include "db/tx.hpp"
 
@@ -53,39 +57,169 @@ std::string constraint_message(const pqxx::unique_violation& e) {
 }  // namespace
 
 struct Database::Impl {
-    std::string url;
+    using Clock = std::chrono::steady_clock;
+    using Connection = std::unique_ptr<pqxx::connection>;
+
+    std::string configured_url;  // as given (logs)
+    std::string url;             // with the connect timeout
     std::size_t pool_size;
-    std::mutex mutex;
+    Timeouts timeouts;
+    mutable std::mutex mutex;
     std::condition_variable available;
-    std::vector<std::unique_ptr<pqxx::connection>> idle;
+    std::vector<Connection> idle;
     std::size_t open = 0;
+    bool unreachable = false;  // see the class comment
+    bool probing = false;      // a caller is trying a new connection while unreachable
     std::chrono::nanoseconds wait_total{0};
     std::function<void(double)> on_wait;
     std::function<void(double)> on_transaction;
 
-    std::unique_ptr<pqxx::connection> connect() const {
-        try {
-            auto conn = std::make_unique<pqxx::connection>(url);
-            std::vector<Statement> copy;
-            {
-                std::lock_guard lock{g_statements_mutex};
-                copy = registered_statements();
+    // The deadline watchdog: a thread that shuts down the socket of a connection whose
+    // transaction overran. shutdown() (not close()) leaves the descriptor to libpq, which then
+    // sees the link end, fails the statement it is blocked in, and closes it as usual.
+    struct Watch {
+        int socket;
+        Clock::time_point deadline;
+        bool fired = false;
+    };
+    std::mutex watch_mutex;
+    std::condition_variable watch_wake;
+    std::map<std::uint64_t, Watch> watches;
+    std::uint64_t next_watch_id = 0;
+    Clock::time_point watch_next = Clock::time_point::max();
+    bool watch_stopping = false;
+    std::thread watchdog;
+
+    ~Impl() {
+        {
+            std::lock_guard lock{watch_mutex};
+            watch_stopping = true;
+        }
+        watch_wake.notify_all();
+        if (watchdog.joinable()) watchdog.join();
+    }
+
+    std::uint64_t watch(int socket, std::chrono::milliseconds limit) {
+        const auto deadline = Clock::now() + limit;
+        std::lock_guard lock{watch_mutex};
+        if (!watchdog.joinable()) watchdog = std::thread([this] { watch_loop(); });
+        const auto id = next_watch_id++;
+        watches.emplace(id, Watch{socket, deadline});
+        if (deadline < watch_next) {
+            watch_next = deadline;
+            watch_wake.notify_one();
+        }
+        return id;
+    }
+
+    /// Forgets watch `id`; true when its deadline had fired.
+    bool unwatch(std::uint64_t id) {
+        std::lock_guard lock{watch_mutex};
+        const auto found = watches.find(id);
+        if (found == watches.end()) return false;
+        const bool fired = found->second.fired;
+        watches.erase(found);
+        return fired;
+    }
+
+    void watch_loop() {
+        std::unique_lock lock{watch_mutex};
+        while (!watch_stopping) {
+            const auto now = Clock::now();
+            auto next = Clock::time_point::max();
+            std::size_t fired = 0;
+            for (auto& [id, watch] : watches) {
+                if (watch.fired) continue;
+                if (watch.deadline <= now) {
+                    ::shutdown(watch.socket, SHUT_RDWR);
+                    watch.fired = true;
+                    ++fired;
+                } else {
+                    next = std::min(next, watch.deadline);
+                }
             }
-            for (const auto& statement : copy) conn->prepare(statement.name, statement.sql);
-            return conn;
-        } catch (const pqxx::broken_connection& e) {
-            throw Unavailable(std::string("database unavailable: ") + e.what());
+            watch_next = next;
+            if (fired > 0) {
+                lock.unlock();
+                mark_unreachable("no answer within the transaction deadline");
+                lock.lock();
+                continue;
+            }
+            if (next == Clock::time_point::max()) {
+                watch_wake.wait(lock);
+            } else {
+                watch_wake.wait_until(lock, next);
+            }
         }
     }
 
-    std::unique_ptr<pqxx::connection> acquire() {
-        auto started = std::chrono::steady_clock::now();
+    /// Counts the database as unreachable and drops the idle connections (on a hung link they
+    /// would each hang their next caller).
+    void mark_unreachable(const std::string& why) {
+        std::vector<Connection> dropped;
+        {
+            std::lock_guard lock{mutex};
+            if (!unreachable) {
+                spdlog::warn(
+                    "database unreachable ({}); callers get 503 until a connection "
+                    "succeeds",
+                    why);
+            }
+            unreachable = true;
+            dropped.swap(idle);
+            open -= dropped.size();
+            available.notify_all();
+        }
+        dropped.clear();  // closes them outside the lock
+    }
+
+    void mark_reachable() {
+        std::lock_guard lock{mutex};
+        if (unreachable) spdlog::info("database reachable again");
+        unreachable = false;
+    }
+
+    Connection connect() {
+        Connection conn;
+        try {
+            conn = std::make_unique<pqxx::connection>(url);
+        } catch (const pqxx::broken_connection& e) {
+            mark_unreachable(e.what());
+            throw Unavailable(std::string("database unavailable: ") + e.what());
+        }
+        std::vector<Statement> copy;
+        {
+            std::lock_guard lock{g_statements_mutex};
+            copy = registered_statements();
+        }
+        const auto id = watch(conn->sock(), timeouts.transaction.count() > 0
+                                                ? timeouts.transaction
+                                                : std::chrono::milliseconds(timeouts.connect));
+        try {
+            for (const auto& statement : copy) conn->prepare(statement.name, statement.sql);
+        } catch (const pqxx::broken_connection& e) {
+            const bool fired = unwatch(id);
+            if (!fired) mark_unreachable(e.what());
+            throw Unavailable(fired ? "database did not answer in time"
+                                    : std::string("database unavailable: ") + e.what());
+        } catch (...) {
+            unwatch(id);
+            throw;
+        }
+        if (unwatch(id)) throw Unavailable("database did not answer in time");
+        return conn;
+    }
+
+    Connection acquire() {
+        auto started = Clock::now();
         std::unique_lock lock{mutex};
+        const auto fail_fast = [&] { return unreachable && probing; };
         if (!available.wait_for(lock, kAcquireTimeout,
-                                [&] { return !idle.empty() || open < pool_size; })) {
+                                [&] { return !idle.empty() || open < pool_size || fail_fast(); })) {
             throw Unavailable("database pool exhausted");
         }
-        const auto waited = std::chrono::steady_clock::now() - started;
+        if (fail_fast()) throw Unavailable("database unreachable");
+        const auto waited = Clock::now() - started;
         wait_total += waited;
         if (on_wait) on_wait(std::chrono::duration<double>(waited).count());
         if (!idle.empty()) {
@@ -94,17 +228,29 @@ struct Database::Impl {
             if (conn->is_open()) return conn;
             --open;
         }
+        const bool probe = unreachable;
+        if (probe) probing = true;
         ++open;
         lock.unlock();
         try {
-            return connect();
+            auto conn = connect();
+            if (probe) {
+                std::lock_guard relock{mutex};
+                probing = false;
+            }
+            mark_reachable();
+            return conn;
         } catch (...) {
+            if (probe) {
+                std::lock_guard relock{mutex};
+                probing = false;
+            }
             release(nullptr);
             throw;
         }
     }
 
-    void release(std::unique_ptr<pqxx::connection> conn) {
+    void release(Connection conn) {
         std::lock_guard lock{mutex};
         if (conn && conn->is_open()) {
             idle.push_back(std::move(conn));
@@ -127,6 +273,31 @@ class Lease {
     pqxx::connection& operator*() { return *conn_; }
     void mark_broken() { broken_ = true; }
 
+    /// Watches the connection against the transaction deadline (no-op when there is none).
+    class Deadline {
+      public:
+        Deadline(Lease& lease, std::chrono::milliseconds limit) : lease_(lease) {
+            if (limit.count() > 0) id_ = lease.pool_.watch((*lease).sock(), limit);
+        }
+        ~Deadline() { fired(); }
+        Deadline(const Deadline&) = delete;
+        Deadline& operator=(const Deadline&) = delete;
+        /// Stops watching; true when the deadline fired (the connection is then unusable).
+        bool fired() {
+            if (id_) {
+                fired_ = lease_.pool_.unwatch(*id_);
+                id_.reset();
+                if (fired_) lease_.mark_broken();
+            }
+            return fired_;
+        }
+
+      private:
+        Lease& lease_;
+        std::optional<std::uint64_t> id_;
+        bool fired_ = false;
+    };
+
   private:
     Database::Impl& pool_;
     std::unique_ptr<pqxx::connection> conn_;
@@ -135,9 +306,12 @@ class Lease {
 
 }  // namespace
 
-Database::Database(std::string url, std::size_t pool_size) : impl_(std::make_unique<Impl>()) {
-    impl_->url = std::move(url);
+Database::Database(std::string url, std::size_t pool_size, Timeouts timeouts)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->url = with_connect_timeout(url, timeouts.connect);
+    impl_->configured_url = std::move(url);
     impl_->pool_size = pool_size == 0 ? 1 : pool_size;
+    impl_->timeouts = timeouts;
 }
 
 Database::~Database() = default;
@@ -154,14 +328,20 @@ void Database::register_statements(const std::vector<Statement>& list) {
 }
 
 void Database::run(const std::function<void(Tx&)>& fn) {
+    const auto deadline_message = [this] {
+        return "database did not answer within " +
+               std::to_string(impl_->timeouts.transaction.count()) + " ms";
+    };
     for (int attempt = 0;; ++attempt) {
         Lease lease{*impl_};
+        Lease::Deadline deadline{lease, impl_->timeouts.transaction};
         try {
             const auto started = std::chrono::steady_clock::now();
             pqxx::work work{*lease};
             Tx tx{work};
             fn(tx);
             work.commit();
+            deadline.fired();  // committed in time or not, the connection is dropped if it fired
             if (impl_->on_transaction) {
                 impl_->on_transaction(
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
@@ -174,14 +354,17 @@ void Database::run(const std::function<void(Tx&)>& fn) {
             if (attempt >= 1) throw Unavailable("database deadlock, retry later");
         } catch (const pqxx::broken_connection& e) {
             lease.mark_broken();
+            if (deadline.fired()) throw Unavailable(deadline_message());
             throw Unavailable(std::string("database unavailable: ") + e.what());
         } catch (const pqxx::in_doubt_error& e) {
             lease.mark_broken();
+            if (deadline.fired()) throw Unavailable(deadline_message() + " (commit in doubt)");
             throw Unavailable(std::string("database commit in doubt: ") + e.what());
         } catch (const pqxx::unique_violation& e) {
             throw Conflict(constraint_message(e));
         } catch (const pqxx::sql_error& e) {
             if (!(*lease).is_open()) lease.mark_broken();
+            if (deadline.fired()) throw Unavailable(deadline_message());
             rethrow_sql_error(e);
         }
     }
@@ -194,12 +377,29 @@ void Database::execute_script(const std::string& sql) {
 bool Database::ping() {
     try {
         auto conn = impl_->connect();
-        pqxx::nontransaction tx{*conn};
-        tx.exec("SELECT 1");
+        const auto limit = impl_->timeouts.connect.count() > 0
+                               ? std::chrono::milliseconds(impl_->timeouts.connect)
+                               : impl_->timeouts.transaction;
+        std::optional<std::uint64_t> id;
+        if (limit.count() > 0) id = impl_->watch(conn->sock(), limit);
+        try {
+            pqxx::nontransaction tx{*conn};
+            tx.exec("SELECT 1");
+        } catch (const std::exception&) {
+            if (id) impl_->unwatch(*id);
+            throw;
+        }
+        if (id && impl_->unwatch(*id)) return false;
+        impl_->mark_reachable();
         return true;
     } catch (const std::exception&) {
         return false;
     }
+}
+
+bool Database::unreachable() const {
+    std::lock_guard lock{impl_->mutex};
+    return impl_->unreachable;
 }
 
 namespace {
@@ -225,7 +425,16 @@ std::string redact_database_url(std::string url) {
 
 }  // namespace
 
-std::string Database::redacted_url() const { return redact_database_url(impl_->url); }
+std::string with_connect_timeout(std::string url, std::chrono::seconds seconds) {
+    if (seconds.count() <= 0 || url.find("connect_timeout") != std::string::npos) return url;
+    const auto value = std::to_string(std::max<std::chrono::seconds::rep>(2, seconds.count()));
+    if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) {
+        return url + (url.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=" + value;
+    }
+    return url + (url.empty() ? "" : " ") + "connect_timeout=" + value;
+}
+
+std::string Database::redacted_url() const { return redact_database_url(impl_->configured_url); }
 
 const std::string& Database::url() const { return impl_->url; }
 

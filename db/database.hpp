@@ -34,11 +34,32 @@ struct Statement {
 
 class Tx;  // a transaction; defined in db/tx.hpp, used only by repositories
 
+/// Client-side deadlines. libpq has none by default, so a database link that stays open but
+/// never answers (a network partition, a hung server) would hold every caller for ever.
+struct Timeouts {
+    /// Connection set-up: libpq's connect_timeout (whole seconds, at least 2), added to the URL
+    /// unless it names one. 0: none.
+    std::chrono::seconds connect{5};
+    /// A transaction still running after this long is abandoned: its connection is shut down,
+    /// the caller gets Unavailable, and the pool treats the database as unreachable until a new
+    /// connection succeeds. 0: none.
+    std::chrono::milliseconds transaction{15000};
+};
+
+/// `url` with libpq's connect_timeout set to `seconds` (URI or keyword form), unless it already
+/// names one or `seconds` is 0.
+std::string with_connect_timeout(std::string url, std::chrono::seconds seconds);
+
 /// A fixed-size pool of PostgreSQL connections with blocking, transactional access.
 /// Thread-safe; call only from database worker threads, never from I/O threads.
+///
+/// Once a connection attempt fails or a transaction overruns its deadline, the pool counts the
+/// database as unreachable: its idle connections are dropped, one caller at a time tries a new
+/// connection and every other caller gets Unavailable at once (no queue of callers each waiting
+/// out its own timeout), until a connection succeeds.
 class Database {
   public:
-    Database(std::string url, std::size_t pool_size);
+    Database(std::string url, std::size_t pool_size, Timeouts timeouts = {});
     ~Database();
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
@@ -65,11 +86,14 @@ class Database {
 
     /// Runs a plain SQL script outside the pool's statement cache (tests, admin tools).
     void execute_script(const std::string& sql);
-    /// True when a trivial query succeeds within a short time.
+    /// True when a trivial query succeeds on a new connection within the deadlines.
     bool ping();
+    /// True while the pool counts the database as unreachable (see the class comment).
+    bool unreachable() const;
 
-    /// Connection string without the password, for logs.
+    /// The configured connection string without the password, for logs.
     std::string redacted_url() const;
+    /// The connection string in use (with connect_timeout).
     const std::string& url() const;
     /// Time callers spent waiting for a free connection, in total.
     std::chrono::nanoseconds total_wait() const;

@@ -64,10 +64,12 @@ struct App::Impl {
     explicit Impl(Config c)
         : config(std::move(c)),
           workers(static_cast<std::size_t>(config.db_threads)),
-          db(config.database_url, static_cast<std::size_t>(config.db_pool_size)),
+          db(config.database_url, static_cast<std::size_t>(config.db_pool_size),
+             db::Timeouts{std::chrono::seconds(config.db_connect_timeout_s),
+                          std::chrono::seconds(config.db_transaction_timeout_s)}),
           api_ctx{db, config, {}},
           trust_sync(db, trust, workers),
-          bus(config.database_url),
+          bus(db.url()),
           presence(io, workers, db, config.node_id),
           rollouts(db, config, sessions, workers) {}
 

@@ -2,23 +2,33 @@
 // Slow and half-open database links (issue 5, Faults), through a TCP proxy between the hub and
 // PostgreSQL: with 200 ms added to every packet the API and the device endpoint keep working
 // (slower) and heartbeats are not held up by database work; with a black hole (the link stays
-// open, nothing comes back) connected devices keep their heartbeats, their reports are kept, and
-// everything recovers when the link does. API requests ending in 503 within a bounded time on a
-// black-holed link is a known gap, kept as a visible `todo` test below.
+// open, nothing comes back) connected devices keep their heartbeats, their reports are kept,
+// API requests and /readyz end in 503 within a bounded time (the pool's client-side deadlines:
+// OTAHUB_DB_TRANSACTION_TIMEOUT, OTAHUB_DB_CONNECT_TIMEOUT; db/database.cpp), callers are refused
+// at once while one of them probes the database, and everything recovers when the link does.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startProxiedHub, sleep, timed } = require('../e2e/lib/outage_support');
 const { nervesHubLinkJoinPayload } = require('../e2e/lib/device_client');
 const { eventually } = require('../e2e/lib/device_fixture');
 
-// How long the hub may take to give up on a database that does not answer.
-const BOUND_MS = 15000;
+// The hub's deadlines here (shorter than the defaults, 15 s and 5 s, to keep the test short),
+// and how long the hub may take to give up on a database that does not answer.
+const TRANSACTION_TIMEOUT_S = 6;
+const CONNECT_TIMEOUT_S = 3;
+const BOUND_MS = 1000 * (TRANSACTION_TIMEOUT_S + CONNECT_TIMEOUT_S) + 3000;
 
 let env;
 let device;
 
 before(async () => {
-  env = await startProxiedHub({ devicesTag: 'link' });
+  env = await startProxiedHub({
+    devicesTag: 'link',
+    env: {
+      OTAHUB_DB_TRANSACTION_TIMEOUT: String(TRANSACTION_TIMEOUT_S),
+      OTAHUB_DB_CONNECT_TIMEOUT: String(CONNECT_TIMEOUT_S),
+    },
+  });
   device = await env.fx.connect(env.ca.issueLeaf({ cn: 'link-1' }), {
     joinPayload: nervesHubLinkJoinPayload({ uuid: env.V1, version: '1.0.0', product: 'demo' }),
     heartbeatIntervalMs: 2000,
@@ -92,11 +102,8 @@ test('half-open link (black hole): devices keep heartbeats and stay connected, r
   assert.ok(device.isConnected());
 });
 
-// Known gap, kept visible: libpq has no client-side query deadline and the pool sets no
-// connect_timeout, so a request whose connection is already in a black hole waits until the link
-// returns. Needs deadlines in db/database.cpp (outside this change); see README "Reliability".
-test('half-open link (black hole): API requests end in 503 within a bounded time', {
-  timeout: 90000, todo: 'needs client-side query and connect deadlines in db/database.cpp',
+test('half-open link (black hole): API requests and /readyz end in 503 within a bounded time, others at once', {
+  timeout: 120000,
 }, async (t) => {
   env.proxy.setMode('blackhole');
   try {
@@ -104,10 +111,30 @@ test('half-open link (black hole): API requests end in 503 within a bounded time
     const ready = await within(timed(() => env.hub.request('GET', '/readyz')), BOUND_MS);
     t.diagnostic(`black hole: API ${cut.timedOut ? `no answer in ${BOUND_MS} ms` : `${cut.value.status} after ${cut.ms} ms`}, ` +
       `/readyz ${ready.timedOut ? `no answer in ${BOUND_MS} ms` : `${ready.value.status} after ${ready.ms} ms`}`);
-    assert.ok(!cut.timedOut && cut.value.status === 503, 'API 503 within the bound');
-    assert.ok(!ready.timedOut && ready.value.status === 503, '/readyz 503 within the bound');
+    assert.ok(!cut.timedOut, `the API answered within ${BOUND_MS} ms`);
+    assert.equal(cut.value.status, 503, cut.value.text);
+    assert.match(cut.value.body.error?.message ?? cut.value.text, /database/);
+    assert.ok(!ready.timedOut, `/readyz answered within ${BOUND_MS} ms`);
+    assert.equal(ready.value.status, 503, ready.value.text);
+    assert.equal(ready.value.body.reason, 'database unreachable');
+
+    // The database now counts as unreachable: of several requests at once, one waits for its
+    // connection attempt (bounded by the connect timeout) and the others are refused at once.
+    const burst = await Promise.all([1, 2, 3, 4].map(() => within(timed(devices), BOUND_MS)));
+    assert.ok(burst.every((r) => !r.timedOut && r.value.status === 503),
+      burst.map((r) => (r.timedOut ? 'timeout' : r.value.status)).join(','));
+    const fastest = Math.min(...burst.map((r) => r.ms));
+    t.diagnostic(`black hole burst: 503 after ${burst.map((r) => r.ms).join('/')} ms`);
+    assert.ok(fastest < 1000 * CONNECT_TIMEOUT_S,
+      `some request was refused without waiting for a connection attempt (fastest ${fastest} ms)`);
+    assert.ok(device.isConnected(), 'the device stays connected through the black hole');
   } finally {
     env.proxy.setMode('up');
-    await eventually(async () => (await devices()).status === 200, 'the API after the black hole', 30000, 250);
   }
+  const back = Date.now();
+  await eventually(async () => (await devices()).status === 200, 'the API after the black hole', 30000, 250);
+  await eventually(async () => (await env.hub.request('GET', '/readyz')).status === 200, '/readyz after the black hole', 30000, 250);
+  t.diagnostic(`API and /readyz back ${Date.now() - back} ms after the link`);
+  assert.match(env.hub.log(), /database unreachable \((no answer within the transaction deadline|.*timeout expired)/);
+  assert.match(env.hub.log(), /database reachable again/);
 });
