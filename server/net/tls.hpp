@@ -219,15 +219,72 @@ inline void teardown(beast::role_type role, TlsSocket& stream, boost::system::er
     beast::websocket::teardown(role, stream.next_layer(), ec);
 }
 
-/// Beast's websocket teardown for TlsSocket: one non-blocking close_notify, then the TCP
-/// teardown Beast does for plain sockets.
+namespace detail {
+
+/// After a close: shuts down the sending side (server) and reads and discards what the peer still
+/// sends until it closes, then closes the socket. Closing a socket with unread bytes makes the
+/// kernel send a reset, which can destroy the close frame just sent before the peer reads it
+/// (a device sending an oversized frame gets "1009" only if the rest of its frame is drained).
+/// Beast 1.81's own TCP teardown stops after the first successful read (it tests a
+/// `bytes_transferred` it never sets), so it resets exactly in that case. At most `kMaxDrain`
+/// bytes are read; the websocket stream's timeout bounds the time.
+class TcpDrainOp {
+  public:
+    static constexpr std::size_t kMaxDrain = 8 * 1024 * 1024;
+
+    TcpDrainOp(tcp::socket& socket, beast::role_type role) : socket_(socket), role_(role) {}
+
+    template <class Self>
+    void operator()(Self& self, boost::system::error_code ec = {}) {
+        if (!started_) {
+            started_ = true;
+            boost::system::error_code ignored;
+            socket_.non_blocking(true, ignored);
+            if (role_ == beast::role_type::server) {
+                socket_.shutdown(tcp::socket::shutdown_send, ignored);
+            }
+            // Never complete inside the initiating call.
+            asio::post(socket_.get_executor(), std::move(self));
+            return;
+        }
+        while (!ec && drained_ < kMaxDrain) {
+            char buffer[4096];
+            const auto n = socket_.read_some(asio::buffer(buffer), ec);
+            if (ec == asio::error::would_block) {
+                socket_.async_wait(tcp::socket::wait_read, std::move(self));
+                return;
+            }
+            drained_ += n;
+        }
+        boost::system::error_code ignored;
+        if (role_ == beast::role_type::client) {
+            socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        }
+        socket_.close(ignored);
+        // End of stream, a reset or a cancelled wait (the stream's timeout) all end the teardown.
+        self.complete({});
+    }
+
+  private:
+    tcp::socket& socket_;
+    beast::role_type role_;
+    bool started_ = false;
+    std::size_t drained_ = 0;
+};
+
+}  // namespace detail
+
+/// Beast's websocket teardown for TlsSocket: one non-blocking close_notify, then the TCP side
+/// (detail::TcpDrainOp).
 template <class TeardownHandler>
 void async_teardown(beast::role_type role, TlsSocket& stream, TeardownHandler&& handler) {
     ERR_clear_error();
     SSL_shutdown(stream.native_handle());
     ERR_clear_error();
-    beast::websocket::async_teardown(role, stream.next_layer(),
-                                     std::forward<TeardownHandler>(handler));
+    using Handler = std::decay_t<TeardownHandler>;
+    Handler owned(std::forward<TeardownHandler>(handler));
+    asio::async_compose<Handler, void(boost::system::error_code)>(
+        detail::TcpDrainOp{stream.next_layer(), role}, owned, stream.next_layer());
 }
 
 }  // namespace otahub::net

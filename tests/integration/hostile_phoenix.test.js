@@ -174,6 +174,24 @@ test('a payload just under the frame limit is handled; one byte over closes with
   assert.ok(grown < 64 * 1024, `RSS grew by ${grown} KiB`);
 });
 
+// The hub must read away the rest of an oversized frame before closing: closing with unread bytes
+// makes the kernel send a reset that can destroy the 1009 close frame before the device reads it
+// (Beast 1.81's TCP teardown did exactly that; server/net/tls.hpp TcpDrainOp). Repeated, because
+// a reset only loses the close frame when it overtakes it.
+test('an oversized frame gets its 1009 close frame every time (20 devices, 2 MiB each)', async () => {
+  const codes = [];
+  for (let i = 0; i < 20; i += 1) {
+    const ws = await open();
+    const payload = '[null,"big","phoenix","heartbeat",{"x":"' + 'b'.repeat(2 * MAX_MESSAGE) + '"}]';
+    ws.sendText(payload);
+    const close = await ws.waitClose(10000);
+    codes.push(close.code);
+    ws.destroy();
+  }
+  assert.deepEqual(codes, Array(20).fill(1009));
+  await assertHubServes('oversized frames');
+});
+
 test('10 sockets each sending a 1 MiB frame at once: served, memory bounded', async (t) => {
   const before = rssKiB(pid);
   const payload = '[null,"big","phoenix","heartbeat",{"x":"' + 'b'.repeat(MAX_MESSAGE - 60) + '"}]';
