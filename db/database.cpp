@@ -173,6 +173,11 @@ struct Database::Impl {
         dropped.clear();  // closes them outside the lock
     }
 
+    std::string deadline_message() const {
+        return "database did not answer within " + std::to_string(timeouts.transaction.count()) +
+               " ms";
+    }
+
     void mark_reachable() {
         std::lock_guard lock{mutex};
         if (unreachable) spdlog::info("database reachable again");
@@ -328,10 +333,6 @@ void Database::register_statements(const std::vector<Statement>& list) {
 }
 
 void Database::run(const std::function<void(Tx&)>& fn) {
-    const auto deadline_message = [this] {
-        return "database did not answer within " +
-               std::to_string(impl_->timeouts.transaction.count()) + " ms";
-    };
     for (int attempt = 0;; ++attempt) {
         Lease lease{*impl_};
         Lease::Deadline deadline{lease, impl_->timeouts.transaction};
@@ -354,19 +355,46 @@ void Database::run(const std::function<void(Tx&)>& fn) {
             if (attempt >= 1) throw Unavailable("database deadlock, retry later");
         } catch (const pqxx::broken_connection& e) {
             lease.mark_broken();
-            if (deadline.fired()) throw Unavailable(deadline_message());
+            if (deadline.fired()) throw Unavailable(impl_->deadline_message());
             throw Unavailable(std::string("database unavailable: ") + e.what());
         } catch (const pqxx::in_doubt_error& e) {
             lease.mark_broken();
-            if (deadline.fired()) throw Unavailable(deadline_message() + " (commit in doubt)");
+            if (deadline.fired())
+                throw Unavailable(impl_->deadline_message() + " (commit in doubt)");
             throw Unavailable(std::string("database commit in doubt: ") + e.what());
         } catch (const pqxx::unique_violation& e) {
             throw Conflict(constraint_message(e));
         } catch (const pqxx::sql_error& e) {
             if (!(*lease).is_open()) lease.mark_broken();
-            if (deadline.fired()) throw Unavailable(deadline_message());
+            if (deadline.fired()) throw Unavailable(impl_->deadline_message());
             rethrow_sql_error(e);
         }
+    }
+}
+
+void Database::autocommit(const std::function<void(Tx&)>& fn) {
+    Lease lease{*impl_};
+    Lease::Deadline deadline{lease, impl_->timeouts.transaction};
+    try {
+        const auto started = std::chrono::steady_clock::now();
+        pqxx::nontransaction work{*lease};
+        Tx tx{work};
+        fn(tx);
+        deadline.fired();
+        if (impl_->on_transaction) {
+            impl_->on_transaction(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        }
+    } catch (const pqxx::broken_connection& e) {
+        lease.mark_broken();
+        if (deadline.fired()) throw Unavailable(impl_->deadline_message());
+        throw Unavailable(std::string("database unavailable: ") + e.what());
+    } catch (const pqxx::unique_violation& e) {
+        throw Conflict(constraint_message(e));
+    } catch (const pqxx::sql_error& e) {
+        if (!(*lease).is_open()) lease.mark_broken();
+        if (deadline.fired()) throw Unavailable(impl_->deadline_message());
+        rethrow_sql_error(e);
     }
 }
 

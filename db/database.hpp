@@ -71,6 +71,12 @@ class Database {
     /// translates driver errors into Unavailable / Conflict / ApiError.
     void run(const std::function<void(Tx&)>& fn);
 
+    /// Runs `fn` without a transaction block: every statement commits on its own, which saves
+    /// the BEGIN and COMMIT round trips. Only for work that needs no atomicity across statements:
+    /// reads that take no locks (under READ COMMITTED each statement sees its own snapshot
+    /// anyway), or a single write. Errors as run(), without its retry.
+    void autocommit(const std::function<void(Tx&)>& fn);
+
     /// Like run(), returning fn's result.
     template <class F>
     auto transact(F&& fn) -> std::invoke_result_t<F, Tx&> {

@@ -14,15 +14,16 @@
 
 namespace otahub::db {
 
-/// A transaction handed to repositories by Database::run.
+/// A transaction handed to repositories by Database::run (BEGIN … COMMIT), or statements that
+/// each commit on their own, from Database::autocommit.
 class Tx {
   public:
-    explicit Tx(pqxx::work& work) : work_(work) {}
-    pqxx::work& operator*() { return work_; }
-    pqxx::work* operator->() { return &work_; }
+    explicit Tx(pqxx::transaction_base& work) : work_(work) {}
+    pqxx::transaction_base& operator*() { return work_; }
+    pqxx::transaction_base* operator->() { return &work_; }
 
   private:
-    pqxx::work& work_;
+    pqxx::transaction_base& work_;
 };
 
 /// Reads an optional text column.

@@ -107,13 +107,6 @@ void remove(Tx& tx, std::int64_t id) {
     tx->exec_params0("DELETE FROM ca_certificates WHERE id = $1", id);
 }
 
-void touch_last_used(Tx& tx, std::int64_t id) {
-    tx->exec_params0(
-        "UPDATE ca_certificates SET last_used_at = now() WHERE id = $1 AND "
-        "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-        id);
-}
-
 pki::TrustInputs load_trust_inputs(Tx& tx) {
     pki::TrustInputs inputs;
     for (const auto& row :

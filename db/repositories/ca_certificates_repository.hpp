@@ -77,8 +77,6 @@ CaCertificateRow update(Tx& tx, std::int64_t id, bool active, const std::string&
                         const std::optional<JitpProfile>& jitp);
 /// Deletes a CA.
 void remove(Tx& tx, std::int64_t id);
-/// Records that a device connected through this CA (at most once a minute).
-void touch_last_used(Tx& tx, std::int64_t id);
 
 /// Everything the TLS handshake trusts and refuses: every CA (active or not, with its JITP flag)
 /// and the fingerprints of revoked device certificates.

@@ -321,40 +321,39 @@ void revoke_certificate(Tx& tx, std::int64_t certificate_id) {
         certificate_id);
 }
 
-void touch_certificate(Tx& tx, std::int64_t certificate_id) {
-    tx->exec_params0(
-        "UPDATE device_certificates SET last_used_at = now() WHERE id = $1 AND "
-        "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-        certificate_id);
-}
-
 // ---- connections and nodes ----
 
 std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
-                             const std::string& remote_address, const std::string& fingerprint) {
-    const auto id = tx->exec_params1(
-                          "INSERT INTO device_connections (device_id, node_id, remote_address, "
-                          "certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
-                          "RETURNING id",
-                          device_id, node_id, remote_address, fingerprint)[0]
-                        .as<std::int64_t>();
-    tx->exec_params0(
-        "UPDATE devices SET connected_at = now(), last_seen_at = now(), "
-        "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = $1",
-        device_id);
-    return id;
+                             const std::string& remote_address, const std::string& fingerprint,
+                             std::int64_t ca_id, std::optional<std::int64_t> certificate_id) {
+    // One statement (one round trip on every device connection): the connection row, the
+    // device's connection times, and the last use of the CA and the certificate.
+    const std::optional<std::string> certificate =
+        certificate_id ? std::optional<std::string>(std::to_string(*certificate_id)) : std::nullopt;
+    return tx
+        ->exec_params1(
+            "WITH connection AS (INSERT INTO device_connections (device_id, node_id, "
+            "remote_address, certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
+            "RETURNING id), "
+            "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
+            "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = $1), "
+            "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = $5 AND "
+            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
+            "certificate AS (UPDATE device_certificates SET last_used_at = now() "
+            "WHERE id = $6::bigint AND "
+            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')) "
+            "SELECT id FROM connection",
+            device_id, node_id, remote_address, fingerprint, ca_id, nullable(certificate))[0]
+        .as<std::int64_t>();
 }
 
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason) {
-    auto r = tx->exec_params(
-        "UPDATE device_connections SET status = 'disconnected', disconnected_at = now(), "
-        "last_seen_at = now(), disconnect_reason = $2 WHERE id = $1 AND status = 'connected' "
-        "RETURNING device_id",
+    tx->exec_params0(
+        "WITH connection AS (UPDATE device_connections SET status = 'disconnected', "
+        "disconnected_at = now(), last_seen_at = now(), disconnect_reason = $2 "
+        "WHERE id = $1 AND status = 'connected' RETURNING device_id) "
+        "UPDATE devices SET last_seen_at = now() WHERE id IN (SELECT device_id FROM connection)",
         connection_id, reason);
-    if (!r.empty()) {
-        tx->exec_params0("UPDATE devices SET last_seen_at = now() WHERE id = $1",
-                         r[0][0].as<std::int64_t>());
-    }
 }
 
 void touch_last_seen(Tx& tx, const std::vector<std::int64_t>& device_ids) {

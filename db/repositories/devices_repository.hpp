@@ -182,15 +182,15 @@ std::optional<DeviceCertificateRow> find_certificate(Tx& tx, std::int64_t device
                                                      const std::string& serial);
 /// Marks a certificate revoked.
 void revoke_certificate(Tx& tx, std::int64_t certificate_id);
-/// Records that the certificate was used (at most once a minute).
-void touch_certificate(Tx& tx, std::int64_t certificate_id);
 
 // ---- connections and nodes ----
 
-/// Opens a session row for the device on `node_id`; updates connected_at, first/last seen.
-/// Returns the connection id (increasing: a larger id is a newer connection).
+/// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
+/// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when
+/// given. One statement. Returns the connection id (a larger id is a newer connection).
 std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
-                             const std::string& remote_address, const std::string& fingerprint);
+                             const std::string& remote_address, const std::string& fingerprint,
+                             std::int64_t ca_id, std::optional<std::int64_t> certificate_id);
 /// Marks a session disconnected (no-op when already so) and writes the device's last_seen_at.
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason);
 /// Writes last_seen_at = now() for these devices and their open sessions.

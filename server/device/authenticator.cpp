@@ -47,6 +47,7 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     std::optional<db::DeviceRow> device;
     bool provisioned = false;
     bool added = false;
+    std::optional<std::int64_t> known_certificate;  // its last use is written on success
 
     // The CA's imported CRL: a listed serial, or no current CRL when the CA's policy refuses.
     if (auto crl =
@@ -60,7 +61,7 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
         if (!device || device->org_id != org_id) {
             return refuse(403, "certificate belongs to a device of another organization");
         }
-        db::devices::touch_certificate(tx, cert->id);
+        known_certificate = cert->id;
     } else {
         auto same_key =
             db::devices::certificates_by_public_key(tx, org_id, leaf.public_key_fingerprint);
@@ -120,9 +121,9 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     result.identifier = device->identifier;
     result.provisioned = provisioned;
     result.certificate_added = added;
-    result.connection_id = db::devices::open_connection(tx, device->id, request.node_id,
-                                                        request.remote, leaf.fingerprint);
-    db::ca_certificates::touch_last_used(tx, request.ca.id);
+    result.connection_id =
+        db::devices::open_connection(tx, device->id, request.node_id, request.remote,
+                                     leaf.fingerprint, request.ca.id, known_certificate);
     events::publish(tx, events::kDeviceConnected,
                     {{"device_id", device->id},
                      {"connection_id", result.connection_id},

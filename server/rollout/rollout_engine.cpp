@@ -73,31 +73,38 @@ void RolloutEngine::on_join(const device::SessionInfo& info, const db::FirmwareR
     }
     std::optional<db::FirmwareRow> resend;
     std::optional<std::int64_t> resend_deployment;
-    db_.transact([&](db::Tx& tx) {
-        auto current = db::rollouts::in_flight(tx, info.device_id);
-        if (!current) return 0;
-        if (report.uuid && *report.uuid == current->firmware_uuid) {
-            // Reconnected running the firmware it was sent: the update succeeded.
-            db::rollouts::finish(tx, info.device_id, "succeeded", std::nullopt);
-            metrics::update_outcome("succeeded");
-            if (current->deployment_id) publish_wake(tx, info.product_id);
-            spdlog::info("device={} updated to {} ({})", info.identifier, current->firmware_uuid,
-                         current->deployment_name.value_or("manual"));
+    // Most joins have no update in flight: find that out with one statement, without a
+    // transaction block; the transaction below re-reads it when there is one.
+    bool in_flight = false;
+    db_.autocommit(
+        [&](db::Tx& tx) { in_flight = db::rollouts::in_flight(tx, info.device_id).has_value(); });
+    if (in_flight)
+        db_.transact([&](db::Tx& tx) {
+            auto current = db::rollouts::in_flight(tx, info.device_id);
+            if (!current) return 0;
+            if (report.uuid && *report.uuid == current->firmware_uuid) {
+                // Reconnected running the firmware it was sent: the update succeeded.
+                db::rollouts::finish(tx, info.device_id, "succeeded", std::nullopt);
+                metrics::update_outcome("succeeded");
+                if (current->deployment_id) publish_wake(tx, info.product_id);
+                spdlog::info("device={} updated to {} ({})", info.identifier,
+                             current->firmware_uuid, current->deployment_name.value_or("manual"));
+                return 0;
+            }
+            // Still on another firmware: send the same update again (the download resumes).
+            std::optional<db::FirmwareRow> firmware;
+            if (current->firmware_id)
+                firmware = db::firmwares::find_by_id(tx, *current->firmware_id);
+            if (!firmware) {
+                db::rollouts::finish(tx, info.device_id, "cancelled",
+                                     std::string("the firmware was deleted"));
+                if (current->deployment_id) publish_wake(tx, info.product_id);
+                return 0;
+            }
+            resend = std::move(firmware);
+            resend_deployment = current->deployment_id;
             return 0;
-        }
-        // Still on another firmware: send the same update again (the download resumes).
-        std::optional<db::FirmwareRow> firmware;
-        if (current->firmware_id) firmware = db::firmwares::find_by_id(tx, *current->firmware_id);
-        if (!firmware) {
-            db::rollouts::finish(tx, info.device_id, "cancelled",
-                                 std::string("the firmware was deleted"));
-            if (current->deployment_id) publish_wake(tx, info.product_id);
-            return 0;
-        }
-        resend = std::move(firmware);
-        resend_deployment = current->deployment_id;
-        return 0;
-    });
+        });
     if (resend) {
         push(info.device_id, *resend, resend_deployment);
         return;
@@ -295,10 +302,12 @@ void RolloutEngine::evaluate(std::int64_t product_id, const std::vector<std::int
         std::vector<std::int64_t> devices;
     };
     std::vector<Wanted> wanted;
-    db_.transact([&](db::Tx& tx) {
+    // Reads only, no locks: no transaction block (start_updates re-checks under the deployment's
+    // lock before it takes any slot).
+    db_.autocommit([&](db::Tx& tx) {
         wanted.clear();
         auto deployments = db::rollouts::active_deployments(tx, product_id);
-        if (deployments.empty()) return 0;
+        if (deployments.empty()) return;
         std::vector<resolution::CompiledDeployment> compiled;
         compiled.reserve(deployments.size());
         for (const auto& d : deployments) compiled.emplace_back(facts_of(d));
@@ -314,7 +323,6 @@ void RolloutEngine::evaluate(std::int64_t product_id, const std::vector<std::int
         for (auto& [index, devices] : chosen_by) {
             wanted.push_back(Wanted{std::move(deployments[index]), std::move(devices)});
         }
-        return 0;
     });
     for (const auto& w : wanted) start_updates(w.deployment, w.devices);
 }
