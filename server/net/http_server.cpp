@@ -25,7 +25,11 @@ struct HttpServer::State {
 
     State(asio::io_context& io_context, asio::thread_pool& pool, const http::Router& r,
           ssl::context* context, HttpServerOptions opts)
-        : io(io_context), workers(pool), router(r), tls(context), options(std::move(opts)),
+        : io(io_context),
+          workers(pool),
+          router(r),
+          tls(context),
+          options(std::move(opts)),
           acceptor(io_context) {}
 };
 
@@ -38,7 +42,6 @@ bool is_benign_disconnect(const boost::system::error_code& ec) {
 }
 
 namespace {
-
 
 /// Fills a Request from a parsed header.
 http::Request to_request(const bhttp::request_parser<bhttp::empty_body>& parser,
@@ -109,17 +112,37 @@ awaitable<void> write_response(Stream& stream, const http::Response& res, unsign
         auto want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), remaining));
         auto got = ::pread(fd, chunk.data(), want, static_cast<off_t>(offset));
         if (got <= 0) throw std::runtime_error("short read from " + res.file_path);
-        co_await asio::async_write(stream, asio::buffer(chunk.data(), static_cast<std::size_t>(got)),
-                                   use_awaitable);
+        co_await asio::async_write(
+            stream, asio::buffer(chunk.data(), static_cast<std::size_t>(got)), use_awaitable);
         offset += static_cast<std::uint64_t>(got);
         remaining -= static_cast<std::uint64_t>(got);
     }
 }
 
+/// After a response that refused a request whose body was not read (413, 431, 400), reads and
+/// discards what the client still sends until it closes, for at most 2 s and 16 MiB. Closing a
+/// socket with unread bytes makes the kernel send a reset, and a reset can destroy the response
+/// before the client reads it: the client would see "connection reset" instead of the 413.
 template <class Stream>
-awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State> state,
+awaitable<void> drain_unread(Stream& stream) {
+    constexpr std::uint64_t kMaxDrain = 16 * 1024 * 1024;
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    std::vector<char> scratch(16 * 1024);
+    std::uint64_t drained = 0;
+    while (drained < kMaxDrain) {
+        auto [ec, n] = co_await stream.async_read_some(asio::buffer(scratch), kAsTuple);
+        if (ec) break;
+        drained += n;
+    }
+}
+
+/// Serves requests until the connection ends; true when it ended with a request body (or
+/// header) not read to its end.
+template <class Stream>
+awaitable<bool> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State> state,
                                std::string remote) {
     beast::flat_buffer buffer;
+    bool unread = false;
     auto& tcp_layer = beast::get_lowest_layer(stream);
     for (;;) {
         // Beast's stream timeout covers reading, handling and writing one request.
@@ -130,10 +153,12 @@ awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
         header_parser.body_limit(std::numeric_limits<std::uint64_t>::max());
         auto [ec, _] = co_await bhttp::async_read_header(stream, buffer, header_parser, kAsTuple);
         if (ec) {
-            if (ec == bhttp::error::header_limit || ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
+            if (ec == bhttp::error::header_limit ||
+                ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
                 auto res = http::error_response(ec == bhttp::error::header_limit ? 431 : 400,
                                                 "malformed request: " + ec.message());
                 co_await write_response(stream, res, 11, false, false);
+                unread = true;
             }
             break;
         }
@@ -145,17 +170,18 @@ awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
         }
         const unsigned version = header_parser.get().version();
         bool keep_alive = header_parser.get().keep_alive();
-        const bool spool = match.route != nullptr &&
-                           match.route->body_mode == http::BodyMode::kSpool;
+        const bool spool =
+            match.route != nullptr && match.route->body_mode == http::BodyMode::kSpool;
         std::optional<http::Response> early;
         std::string spool_path;
         const std::uint64_t limit = spool ? state->options.upload_limit : state->options.body_limit;
         if (header_parser.content_length() && *header_parser.content_length() > limit) {
             // Refuse before reading: the declared length is already over the limit.
-            auto res = http::error_response(413, "request body exceeds the limit of " +
-                                                     std::to_string(limit) + " bytes");
+            auto res = http::error_response(
+                413, "request body exceeds the limit of " + std::to_string(limit) + " bytes");
             res.set_header("x-request-id", req.request_id);
             co_await write_response(stream, res, header_parser.get().version(), false, false);
+            unread = true;
             break;
         }
         if (spool) {
@@ -169,18 +195,21 @@ awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
             if (open_ec) {
                 early = http::error_response(507, "cannot store the upload: " + open_ec.message());
                 keep_alive = false;
+                unread = true;
             } else {
                 tcp_layer.expires_after(std::chrono::hours(6));  // large uploads take their time
                 auto [read_ec, n] = co_await bhttp::async_read(stream, buffer, parser, kAsTuple);
                 parser.get().body().close();
                 if (read_ec == bhttp::error::body_limit) {
-                    early = http::error_response(413, "upload exceeds the limit of " +
-                                                          std::to_string(state->options.upload_limit) +
-                                                          " bytes");
+                    early = http::error_response(
+                        413, "upload exceeds the limit of " +
+                                 std::to_string(state->options.upload_limit) + " bytes");
                     keep_alive = false;
+                    unread = true;
                 } else if (read_ec == boost::system::errc::no_space_on_device) {
                     early = http::error_response(507, "no space left to store the upload");
                     keep_alive = false;
+                    unread = true;
                 } else if (read_ec) {
                     std::filesystem::remove(spool_path, open_ec);
                     break;
@@ -197,6 +226,7 @@ awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
                                                       std::to_string(state->options.body_limit) +
                                                       " bytes");
                 keep_alive = false;
+                unread = true;
             } else if (read_ec) {
                 break;
             } else {
@@ -225,6 +255,7 @@ awaitable<void> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
         if (!keep_alive) break;
     }
     tcp_layer.expires_never();
+    co_return unread;
 }
 
 awaitable<void> handle_connection(tcp::socket socket, std::shared_ptr<HttpServer::State> state) {
@@ -237,21 +268,22 @@ awaitable<void> handle_connection(tcp::socket socket, std::shared_ptr<HttpServer
         beast::get_lowest_layer(stream).expires_after(state->options.handshake_timeout);
         auto [hs_ec] = co_await stream.async_handshake(ssl::stream_base::server, kAsTuple);
         if (hs_ec) co_return;
-        co_await serve_requests(stream, state, remote);
+        if (co_await serve_requests(stream, state, remote)) co_await drain_unread(stream);
         beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
         auto [shutdown_ec] = co_await stream.async_shutdown(kAsTuple);
         (void)shutdown_ec;
     } else {
         beast::tcp_stream stream{std::move(socket)};
-        co_await serve_requests(stream, state, remote);
+        const bool unread = co_await serve_requests(stream, state, remote);
         stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+        if (unread) co_await drain_unread(stream);
     }
 }
 
 awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
     while (!state->stopped) {
-        auto [ec, socket] = co_await state->acceptor.async_accept(
-            asio::make_strand(state->io), kAsTuple);
+        auto [ec, socket] =
+            co_await state->acceptor.async_accept(asio::make_strand(state->io), kAsTuple);
         if (ec) {
             if (ec == asio::error::operation_aborted || state->stopped) break;
             spdlog::warn("api accept failed: {}", ec.message());
@@ -278,13 +310,14 @@ awaitable<void> accept_loop(std::shared_ptr<HttpServer::State> state) {
 
 }  // namespace
 
-HttpServer::HttpServer(asio::io_context& io, asio::thread_pool& workers,
-                       const http::Router& router, ssl::context* tls, HttpServerOptions options)
+HttpServer::HttpServer(asio::io_context& io, asio::thread_pool& workers, const http::Router& router,
+                       ssl::context* tls, HttpServerOptions options)
     : state_(std::make_shared<State>(io, workers, router, tls, std::move(options))) {}
 
 HttpServer::~HttpServer() { stop(); }
 
-std::uint16_t open_listener(tcp::acceptor& acceptor, const ListenAddress& address, bool reuse_port) {
+std::uint16_t open_listener(tcp::acceptor& acceptor, const ListenAddress& address,
+                            bool reuse_port) {
     auto endpoint = tcp::endpoint{asio::ip::make_address(address.host), address.port};
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
