@@ -332,70 +332,60 @@ void Database::register_statements(const std::vector<Statement>& list) {
     }
 }
 
-void Database::run(const std::function<void(Tx&)>& fn) {
-    for (int attempt = 0;; ++attempt) {
-        Lease lease{*impl_};
-        Lease::Deadline deadline{lease, impl_->timeouts.transaction};
-        try {
-            const auto started = std::chrono::steady_clock::now();
-            pqxx::work work{*lease};
-            Tx tx{work};
-            fn(tx);
-            work.commit();
-            deadline.fired();  // committed in time or not, the connection is dropped if it fired
-            if (impl_->on_transaction) {
-                impl_->on_transaction(
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
-                        .count());
-            }
-            return;
-        } catch (const pqxx::serialization_failure&) {
-            if (attempt >= 1) throw Unavailable("database serialization conflict, retry later");
-        } catch (const pqxx::deadlock_detected&) {
-            if (attempt >= 1) throw Unavailable("database deadlock, retry later");
-        } catch (const pqxx::broken_connection& e) {
-            lease.mark_broken();
-            if (deadline.fired()) throw Unavailable(impl_->deadline_message());
-            throw Unavailable(std::string("database unavailable: ") + e.what());
-        } catch (const pqxx::in_doubt_error& e) {
-            lease.mark_broken();
-            if (deadline.fired())
-                throw Unavailable(impl_->deadline_message() + " (commit in doubt)");
-            throw Unavailable(std::string("database commit in doubt: ") + e.what());
-        } catch (const pqxx::unique_violation& e) {
-            throw Conflict(constraint_message(e));
-        } catch (const pqxx::sql_error& e) {
-            if (!(*lease).is_open()) lease.mark_broken();
-            if (deadline.fired()) throw Unavailable(impl_->deadline_message());
-            rethrow_sql_error(e);
-        }
-    }
-}
+namespace {
 
-void Database::autocommit(const std::function<void(Tx&)>& fn) {
-    Lease lease{*impl_};
-    Lease::Deadline deadline{lease, impl_->timeouts.transaction};
+/// One attempt of `fn` on a pooled connection, inside `Transaction` (pqxx::work: BEGIN … COMMIT;
+/// pqxx::nontransaction: each statement commits on its own), under the transaction deadline.
+/// Translates driver errors into Unavailable / Conflict / ApiError. Returns false after a
+/// serialization failure or deadlock when `may_retry`.
+template <class Transaction>
+bool attempt(Database::Impl& pool, const std::function<void(Tx&)>& fn, bool may_retry) {
+    Lease lease{pool};
+    Lease::Deadline deadline{lease, pool.timeouts.transaction};
     try {
         const auto started = std::chrono::steady_clock::now();
-        pqxx::nontransaction work{*lease};
+        Transaction work{*lease};
         Tx tx{work};
         fn(tx);
-        deadline.fired();
-        if (impl_->on_transaction) {
-            impl_->on_transaction(
+        work.commit();
+        deadline.fired();  // finished in time or not, the connection is dropped if it fired
+        if (pool.on_transaction) {
+            pool.on_transaction(
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
         }
+        return true;
+    } catch (const pqxx::serialization_failure&) {
+        if (!may_retry) throw Unavailable("database serialization conflict, retry later");
+    } catch (const pqxx::deadlock_detected&) {
+        if (!may_retry) throw Unavailable("database deadlock, retry later");
     } catch (const pqxx::broken_connection& e) {
         lease.mark_broken();
-        if (deadline.fired()) throw Unavailable(impl_->deadline_message());
+        if (deadline.fired()) throw Unavailable(pool.deadline_message());
         throw Unavailable(std::string("database unavailable: ") + e.what());
+    } catch (const pqxx::in_doubt_error& e) {
+        lease.mark_broken();
+        if (deadline.fired()) throw Unavailable(pool.deadline_message() + " (commit in doubt)");
+        throw Unavailable(std::string("database commit in doubt: ") + e.what());
     } catch (const pqxx::unique_violation& e) {
         throw Conflict(constraint_message(e));
     } catch (const pqxx::sql_error& e) {
         if (!(*lease).is_open()) lease.mark_broken();
-        if (deadline.fired()) throw Unavailable(impl_->deadline_message());
+        if (deadline.fired()) throw Unavailable(pool.deadline_message());
         rethrow_sql_error(e);
     }
+    return false;
+}
+
+}  // namespace
+
+void Database::run(const std::function<void(Tx&)>& fn) {
+    // A serialization failure or deadlock is retried once.
+    for (int tries = 0; !attempt<pqxx::work>(*impl_, fn, tries == 0); ++tries) {
+    }
+}
+
+void Database::autocommit(const std::function<void(Tx&)>& fn) {
+    attempt<pqxx::nontransaction>(*impl_, fn, false);
 }
 
 void Database::execute_script(const std::string& sql) {
