@@ -78,10 +78,10 @@ void RolloutEngine::on_join(const device::SessionInfo& info, const db::FirmwareR
     bool in_flight = false;
     db_.autocommit(
         [&](db::Tx& tx) { in_flight = db::rollouts::in_flight(tx, info.device_id).has_value(); });
-    if (in_flight)
-        db_.transact([&](db::Tx& tx) {
+    if (in_flight) {
+        db_.run([&](db::Tx& tx) {
             auto current = db::rollouts::in_flight(tx, info.device_id);
-            if (!current) return 0;
+            if (!current) return;
             if (report.uuid && *report.uuid == current->firmware_uuid) {
                 // Reconnected running the firmware it was sent: the update succeeded.
                 db::rollouts::finish(tx, info.device_id, "succeeded", std::nullopt);
@@ -89,7 +89,7 @@ void RolloutEngine::on_join(const device::SessionInfo& info, const db::FirmwareR
                 if (current->deployment_id) publish_wake(tx, info.product_id);
                 spdlog::info("device={} updated to {} ({})", info.identifier,
                              current->firmware_uuid, current->deployment_name.value_or("manual"));
-                return 0;
+                return;
             }
             // Still on another firmware: send the same update again (the download resumes).
             std::optional<db::FirmwareRow> firmware;
@@ -99,12 +99,12 @@ void RolloutEngine::on_join(const device::SessionInfo& info, const db::FirmwareR
                 db::rollouts::finish(tx, info.device_id, "cancelled",
                                      std::string("the firmware was deleted"));
                 if (current->deployment_id) publish_wake(tx, info.product_id);
-                return 0;
+                return;
             }
             resend = std::move(firmware);
             resend_deployment = current->deployment_id;
-            return 0;
         });
+    }
     if (resend) {
         push(info.device_id, *resend, resend_deployment);
         return;
