@@ -75,4 +75,9 @@ std::optional<std::string> optional_string(const nlohmann::json& object, const c
     return it->get<std::string>();
 }
 
+ApiError unprocessable(const std::string& field, const std::string& message) {
+    return ApiError{ErrorCode::kUnprocessable, field + " " + message,
+                    nlohmann::json{{field, nlohmann::json::array({message})}}};
+}
+
 }  // namespace otahub::api

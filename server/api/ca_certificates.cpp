@@ -93,11 +93,6 @@ std::vector<std::string> candidate_tokens(std::string_view verification_cert) {
     return out;
 }
 
-ApiError unprocessable(const std::string& field, const std::string& message) {
-    return ApiError{ErrorCode::kUnprocessable, field + " " + message,
-                    nlohmann::json{{field, nlohmann::json::array({message})}}};
-}
-
 nlohmann::json jitp_json(const std::optional<db::JitpProfile>& jitp) {
     if (!jitp) return nullptr;
     return {{"product_name", jitp->product_name},
@@ -124,21 +119,38 @@ nlohmann::json ca_json(const db::CaCertificateRow& ca) {
             {"updated_at", ca.updated_at}};
 }
 
-std::vector<std::string> tag_list(const nlohmann::json& value, const std::string& field) {
+db::CaCertificateRow require_ca(db::Tx& tx, const OrgScope& scope, const std::string& serial) {
+    auto ca = db::ca_certificates::find(tx, scope.org.id, serial);
+    if (!ca) throw ApiError(ErrorCode::kNotFound, "CA certificate not found");
+    return *ca;
+}
+
+std::string optional_description(const nlohmann::json& body, const std::string& fallback) {
+    auto description = optional_string(body, "description");
+    if (description && description->size() > 1000) {
+        throw unprocessable("description", "must be at most 1000 characters");
+    }
+    return description.value_or(fallback);
+}
+
+std::vector<std::string> tag_list(const nlohmann::json& value) {
     std::vector<std::string> tags;
     if (value.is_null()) return tags;
-    if (!value.is_array()) throw unprocessable(field, "must be a list of strings");
+    if (!value.is_array()) throw unprocessable("jitp", "tags must be a list of strings");
     for (const auto& tag : value) {
         if (!tag.is_string() || tag.get<std::string>().empty() ||
             tag.get<std::string>().size() > 255) {
-            throw unprocessable(field, "must be a list of non-empty strings");
+            throw unprocessable("jitp", "tags must be a list of non-empty strings");
         }
         tags.push_back(tag.get<std::string>());
     }
     return tags;
 }
 
-// The `jitp` member: nullopt for null; 422 for a bad profile or an unknown product.
+// The `jitp` member, as in POST /ca_certificates: {"product_name", "tags", "description"}.
+
+}  // namespace
+
 std::optional<db::JitpProfile> parse_jitp(db::Tx& tx, std::int64_t org_id,
                                           const nlohmann::json& value) {
     if (value.is_null()) return std::nullopt;
@@ -154,30 +166,13 @@ std::optional<db::JitpProfile> parse_jitp(db::Tx& tx, std::int64_t org_id,
     db::JitpProfile jitp;
     jitp.product_id = product->id;
     jitp.product_name = product->name;
-    jitp.tags = tag_list(value.value("tags", nlohmann::json::array()), "jitp");
-    auto description = value.find("description");
-    if (description != value.end() && !description->is_null()) {
-        if (!description->is_string()) throw unprocessable("jitp", "description must be a string");
-        jitp.description = description->get<std::string>();
+    jitp.tags = tag_list(value.value("tags", nlohmann::json::array()));
+    if (auto d = value.find("description"); d != value.end() && !d->is_null()) {
+        if (!d->is_string()) throw unprocessable("jitp", "description must be a string");
+        jitp.description = d->get<std::string>();
     }
     return jitp;
 }
-
-db::CaCertificateRow require_ca(db::Tx& tx, const OrgScope& scope, const std::string& serial) {
-    auto ca = db::ca_certificates::find(tx, scope.org.id, serial);
-    if (!ca) throw ApiError(ErrorCode::kNotFound, "CA certificate not found");
-    return *ca;
-}
-
-std::string optional_description(const nlohmann::json& body, const std::string& fallback) {
-    auto description = optional_string(body, "description");
-    if (description && description->size() > 1000) {
-        throw unprocessable("description", "must be at most 1000 characters");
-    }
-    return description.value_or(fallback);
-}
-
-}  // namespace
 
 void register_ca_certificate_routes(http::Router& router, ApiContext& ctx) {
     router.add("GET", "/api/orgs/:org/ca_certificates", [&ctx](http::Request& req) {

@@ -30,11 +30,6 @@ constexpr int kDefaultCaValidityDays = 20 * 365;
 /// Lifetime of the CRLs the hub issues for managed CAs.
 constexpr auto kIssuedCrlLifetime = std::chrono::hours{24};
 
-ApiError unprocessable(const std::string& field, const std::string& message) {
-    return ApiError{ErrorCode::kUnprocessable, field + " " + message,
-                    nlohmann::json{{field, nlohmann::json::array({message})}}};
-}
-
 std::string iso8601(Clock::time_point tp) {
     const auto t = Clock::to_time_t(tp);
     std::tm tm{};
@@ -81,44 +76,6 @@ std::string crl_url(const ApiContext& ctx, const std::string& fingerprint) {
     std::string base = ctx.config.public_url;
     while (!base.empty() && base.back() == '/') base.pop_back();
     return base + "/crl/" + fingerprint + ".crl";
-}
-
-std::vector<std::string> tag_list(const nlohmann::json& value) {
-    std::vector<std::string> tags;
-    if (value.is_null()) return tags;
-    if (!value.is_array()) throw unprocessable("jitp", "tags must be a list of strings");
-    for (const auto& tag : value) {
-        if (!tag.is_string() || tag.get<std::string>().empty() ||
-            tag.get<std::string>().size() > 255) {
-            throw unprocessable("jitp", "tags must be a list of non-empty strings");
-        }
-        tags.push_back(tag.get<std::string>());
-    }
-    return tags;
-}
-
-// The `jitp` member, as in POST /ca_certificates: {"product_name", "tags", "description"}.
-std::optional<db::JitpProfile> parse_jitp(db::Tx& tx, std::int64_t org_id,
-                                          const nlohmann::json& value) {
-    if (value.is_null()) return std::nullopt;
-    if (!value.is_object()) throw unprocessable("jitp", "must be an object or null");
-    auto name = value.find("product_name");
-    if (name == value.end() || !name->is_string() || name->get<std::string>().empty()) {
-        throw unprocessable("jitp", "needs product_name");
-    }
-    auto product = db::products::find(tx, org_id, name->get<std::string>());
-    if (!product) {
-        throw unprocessable("jitp", "product '" + name->get<std::string>() + "' does not exist");
-    }
-    db::JitpProfile jitp;
-    jitp.product_id = product->id;
-    jitp.product_name = product->name;
-    jitp.tags = tag_list(value.value("tags", nlohmann::json::array()));
-    if (auto d = value.find("description"); d != value.end() && !d->is_null()) {
-        if (!d->is_string()) throw unprocessable("jitp", "description must be a string");
-        jitp.description = d->get<std::string>();
-    }
-    return jitp;
 }
 
 nlohmann::json managed_ca_json(const ApiContext& ctx, const db::CaCertificateRow& ca,

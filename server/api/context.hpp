@@ -7,7 +7,9 @@
 
 #include "db/database.hpp"
 #include "db/repositories/accounts_repository.hpp"
+#include "db/repositories/ca_certificates_repository.hpp"
 #include "server/app/config.hpp"
+#include "server/common/api_error.hpp"
 #include "server/http/router.hpp"
 
 namespace otahub::api {
@@ -51,6 +53,12 @@ nlohmann::json unwrap(const nlohmann::json& body, const char* key);
 std::string required_string(const nlohmann::json& object, const char* field);
 /// An optional string field (422 when present but not a string).
 std::optional<std::string> optional_string(const nlohmann::json& object, const char* field);
+/// A 422 for one field: "<field> <message>", with {"<field>": ["<message>"]} as field errors.
+ApiError unprocessable(const std::string& field, const std::string& message);
+/// The `jitp` object of a CA (null: none): product_name of a product of the org, tags,
+/// description. 422 naming "jitp" when it is not valid.
+std::optional<db::JitpProfile> parse_jitp(db::Tx& tx, std::int64_t org_id,
+                                          const nlohmann::json& value);
 
 /// Route registration, one function per resource file.
 void register_health_routes(http::Router& router, ApiContext& ctx);

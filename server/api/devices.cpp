@@ -17,11 +17,6 @@ namespace {
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 500;
 
-ApiError unprocessable(const std::string& field, const std::string& message) {
-    return ApiError{ErrorCode::kUnprocessable, field + " " + message,
-                    nlohmann::json{{field, nlohmann::json::array({message})}}};
-}
-
 nlohmann::json opt(const std::optional<std::string>& value) {
     return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
 }
@@ -91,7 +86,7 @@ bool valid_identifier(std::string_view id) {
     return id.front() != ' ' && id.back() != ' ';
 }
 
-std::vector<std::string> tag_list(const nlohmann::json& body) {
+std::vector<std::string> body_tags(const nlohmann::json& body) {
     std::vector<std::string> tags;
     auto it = body.find("tags");
     if (it == body.end() || it->is_null()) return tags;
@@ -262,7 +257,7 @@ void register_device_routes(http::Router& router, ApiContext& ctx) {
                                 "must be 1-255 printable characters without '/', '\\', '?' or '#'");
         }
         const auto description = description_of(body, "");
-        const auto tags = tag_list(body);
+        const auto tags = body_tags(body);
         return ctx.db.transact([&](db::Tx& tx) {
             auto s = scoped(tx, req, Role::kManage);
             if (db::devices::find(tx, s.scope.org.id, identifier)) {
@@ -292,7 +287,7 @@ void register_device_routes(http::Router& router, ApiContext& ctx) {
             auto s = scoped(tx, req, Role::kManage);
             auto device = require_device(tx, s, req.param("identifier"));
             const auto description = description_of(body, device.description);
-            const auto tags = body.contains("tags") ? tag_list(body) : device.tags;
+            const auto tags = body.contains("tags") ? body_tags(body) : device.tags;
             const bool updates_enabled =
                 optional_bool(body, "updates_enabled").value_or(device.updates_enabled);
             const bool disabled = optional_bool(body, "disabled").value_or(device.disabled);

@@ -112,7 +112,7 @@ RankReason ranks_above(const CompiledDeployment& a, std::size_t a_common,
 }
 
 // Untrusted text in a human sentence: printable ASCII kept, other bytes as \xNN, length capped.
-std::string quoted(std::string_view text) {
+std::string in_quotes(std::string_view text) {
     constexpr std::size_t kMaxShown = 64;
     constexpr std::string_view kHex = "0123456789abcdef";
     std::string out = "\"";
@@ -139,7 +139,7 @@ std::string join_tags(const std::vector<std::string>& tags) {
         if (!out.empty()) {
             out += ", ";
         }
-        out += quoted(tag);
+        out += in_quotes(tag);
     }
     return out;
 }
@@ -166,11 +166,11 @@ std::string exclusion_reason(Exclusion exclusion, const DeviceView& device,
         case Exclusion::kInactive:
             return "deployment is not active";
         case Exclusion::kPlatform:
-            return "firmware platform " + quoted(facts.platform) + " differs from the device's " +
-                   quoted(device.facts.platform);
+            return "firmware platform " + in_quotes(facts.platform) +
+                   " differs from the device's " + in_quotes(device.facts.platform);
         case Exclusion::kArchitecture:
-            return "firmware architecture " + quoted(facts.architecture) +
-                   " differs from the device's " + quoted(device.facts.architecture);
+            return "firmware architecture " + in_quotes(facts.architecture) +
+                   " differs from the device's " + in_quotes(device.facts.architecture);
         case Exclusion::kTags: {
             if (facts.tag_operator == TagOperator::kOr) {
                 return "device has none of the tags " + join_tags(deployment.tags());
@@ -186,26 +186,27 @@ std::string exclusion_reason(Exclusion exclusion, const DeviceView& device,
         }
         case Exclusion::kVersionRequirement:
             if (!deployment.requirement_valid()) {
-                return "version requirement " + quoted(facts.version_requirement) + " is invalid";
+                return "version requirement " + in_quotes(facts.version_requirement) +
+                       " is invalid";
             }
             if (!device.version) {
-                return "device version " + quoted(device.facts.version) +
+                return "device version " + in_quotes(device.facts.version) +
                        " is not valid SemVer, so it cannot satisfy " +
-                       quoted(facts.version_requirement);
+                       in_quotes(facts.version_requirement);
             }
-            return "device version " + quoted(device.facts.version) + " does not satisfy " +
-                   quoted(facts.version_requirement);
+            return "device version " + in_quotes(device.facts.version) + " does not satisfy " +
+                   in_quotes(facts.version_requirement);
     }
     return "excluded";
 }
 
 std::string outranked_reason(const CompiledDeployment& winner, std::size_t winner_common,
                              const CompiledDeployment& loser, std::size_t loser_common) {
-    std::string out = "outranked by " + quoted(winner.facts().name);
+    std::string out = "outranked by " + in_quotes(winner.facts().name);
     switch (ranks_above(winner, winner_common, loser, loser_common)) {
         case RankReason::kFirmwareVersion:
-            return out + " (higher firmware version " + quoted(winner.facts().firmware_version) +
-                   " over " + quoted(loser.facts().firmware_version) + ")";
+            return out + " (higher firmware version " + in_quotes(winner.facts().firmware_version) +
+                   " over " + in_quotes(loser.facts().firmware_version) + ")";
         case RankReason::kMatchingTags:
             return out +
                    " (same firmware version, more matching tags: " + std::to_string(winner_common) +
@@ -284,7 +285,7 @@ Eligibility check_eligibility(const DeviceFacts& device, const DeploymentFacts& 
     if (deployment.firmware_uuid == device.firmware_uuid) {
         return {
             false, Blocker::kAlreadyOnTarget,
-            "device already runs the deployment's firmware " + quoted(deployment.firmware_uuid)};
+            "device already runs the deployment's firmware " + in_quotes(deployment.firmware_uuid)};
     }
     if (!device.updates_enabled) {
         return {false, Blocker::kUpdatesDisabled, "updates are disabled for the device"};
@@ -297,8 +298,8 @@ Eligibility check_eligibility(const DeviceFacts& device, const DeploymentFacts& 
         return {false, Blocker::kUpdateInFlight, "an update is already in flight for the device"};
     }
     return {true, Blocker::kNone,
-            "eligible for firmware " + quoted(deployment.firmware_version) + " (" +
-                quoted(deployment.firmware_uuid) + ")"};
+            "eligible for firmware " + in_quotes(deployment.firmware_version) + " (" +
+                in_quotes(deployment.firmware_uuid) + ")"};
 }
 
 Resolution resolve(const DeviceFacts& device, std::span<const CompiledDeployment> deployments,

@@ -20,7 +20,7 @@ namespace otahub::db {
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 /// A TCP listener on 127.0.0.1 that never accepts: the kernel completes handshakes into the
 /// backlog, so a client connects, sends its startup packet and never hears back (a hung server).
@@ -83,9 +83,9 @@ TEST(DbDatabase, TransactionPastItsDeadlineIsUnavailableAndThePoolRecovers) {
     db.run([](Tx& tx) { tx->exec("SELECT 1"); });
     EXPECT_FALSE(db.unreachable());
 
-    const auto started = Clock::now();
+    const auto started = SteadyClock::now();
     const auto message = unavailable_message(db, "SELECT pg_sleep(30)");
-    const auto took = Clock::now() - started;
+    const auto took = SteadyClock::now() - started;
     EXPECT_EQ(message, "database did not answer within 1000 ms");
     EXPECT_LT(took, 20s) << "the caller waited for the statement instead of its deadline";
     EXPECT_TRUE(db.unreachable());
@@ -109,9 +109,9 @@ TEST(DbDatabase, SilentServerFailsInTimeAndOneCallerProbesWhileOthersFailAtOnce)
     SilentServer server;
     Database db{server.url(), 4, Timeouts{2s, 1000ms}};
 
-    const auto started = Clock::now();
+    const auto started = SteadyClock::now();
     EXPECT_THROW(db.run([](Tx& tx) { tx->exec("SELECT 1"); }), Unavailable);
-    EXPECT_LT(Clock::now() - started, 20s) << "connect_timeout did not bound the attempt";
+    EXPECT_LT(SteadyClock::now() - started, 20s) << "connect_timeout did not bound the attempt";
     EXPECT_TRUE(db.unreachable());
 
     // One caller probes (a new connection attempt, bounded by connect_timeout)...

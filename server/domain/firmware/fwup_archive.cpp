@@ -53,13 +53,6 @@ constexpr std::string_view kDataPrefix = "data/";
     throw FirmwareError(check, message);
 }
 
-void ensure_sodium() {
-    static const bool ready = sodium_init() >= 0;
-    if (!ready) {
-        throw std::runtime_error("libsodium failed to initialise");
-    }
-}
-
 // Entry names go into messages that end up in JSON: keep them short and ASCII.
 std::string printable(std::string_view name) {
     std::string out;

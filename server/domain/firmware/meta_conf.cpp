@@ -28,13 +28,6 @@ constexpr std::array<std::string_view, 11> kMetaKeys = {
 constexpr std::array<std::string_view, 4> kTopSections = {"file-resource", "mbr", "task",
                                                           "uboot-environment"};
 
-void ensure_sodium() {
-    static const bool ready = sodium_init() >= 0;
-    if (!ready) {
-        throw std::runtime_error("libsodium failed to initialise");
-    }
-}
-
 bool is_meta_key(std::string_view name) {
     return std::find(kMetaKeys.begin(), kMetaKeys.end(), name) != kMetaKeys.end();
 }
@@ -697,6 +690,13 @@ MetaConf parse_meta_conf(std::string_view meta_conf) {
         meta_conf = meta_conf.substr(0, nul);
     }
     return Parser(meta_conf, std::move(uuid)).run();
+}
+
+void ensure_sodium() {
+    static const bool ready = sodium_init() >= 0;
+    if (!ready) {
+        throw std::runtime_error("libsodium failed to initialise");
+    }
 }
 
 }  // namespace otahub::firmware

@@ -48,4 +48,7 @@ std::string fwup_meta_uuid(std::string_view meta_conf);
 /// ignored, parsing stops at a NUL byte); throws MetaConfError. Safe on any input.
 MetaConf parse_meta_conf(std::string_view meta_conf);
 
+/// Initialises libsodium once (thread-safe); throws std::runtime_error if it cannot.
+void ensure_sodium();
+
 }  // namespace otahub::firmware

@@ -5,7 +5,7 @@
 namespace otahub::pki {
 namespace {
 
-constexpr std::string_view kCaField = "cert";
+constexpr std::string_view kCertField = "cert";
 constexpr std::string_view kVerificationField = "verification_cert";
 
 CaRegistrationResult refuse(CaRegistrationError reason, std::string_view field,
@@ -31,20 +31,20 @@ CaRegistrationResult validate_ca_registration(std::string_view ca_pem,
     const OpensslErrorScope errors;
     auto ca = Certificate::parse(ca_pem);
     if (!ca) {
-        return refuse(CaRegistrationError::kCaUnreadable, kCaField,
+        return refuse(CaRegistrationError::kCaUnreadable, kCertField,
                       "is not a valid PEM certificate");
     }
     const CertificateFacts& ca_facts = ca->facts();
     if (!ca_facts.is_ca) {
-        return refuse(CaRegistrationError::kNotCa, kCaField,
+        return refuse(CaRegistrationError::kNotCa, kCertField,
                       "is not a CA certificate (basicConstraints CA:TRUE is required)");
     }
     if (ca_facts.ski.empty()) {
-        return refuse(CaRegistrationError::kNoSubjectKeyIdentifier, kCaField,
+        return refuse(CaRegistrationError::kNoSubjectKeyIdentifier, kCertField,
                       "has no Subject Key Identifier extension");
     }
     if (ca_facts.not_after < now) {
-        return refuse(CaRegistrationError::kCaExpired, kCaField, "has expired");
+        return refuse(CaRegistrationError::kCaExpired, kCertField, "has expired");
     }
 
     auto verification = Certificate::parse(verification_pem);
