@@ -1,5 +1,6 @@
 #include "db/repositories/devices_repository.hpp"
 
+#include "db/notifications.hpp"
 #include "db/tx.hpp"
 
 namespace otahub::db::devices {
@@ -323,28 +324,85 @@ void revoke_certificate(Tx& tx, std::int64_t certificate_id) {
 
 // ---- connections and nodes ----
 
+namespace {
+
+// The connection row, the device's connection times, and the last use of the CA and the
+// certificate: one statement, so one round trip on every device connection. $1 device, $2 node,
+// $3 remote address, $4 fingerprint, $5 CA, $6 certificate id (or null).
+constexpr const char* kOpenConnection =
+    "WITH connection AS (INSERT INTO device_connections (device_id, node_id, "
+    "remote_address, certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
+    "RETURNING id), "
+    "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
+    "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = $1), "
+    "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = $5 AND "
+    "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
+    "certificate AS (UPDATE device_certificates SET last_used_at = now() "
+    "WHERE id = $6::bigint AND "
+    "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')) "
+    "SELECT id";
+
+std::optional<std::string> id_text(std::optional<std::int64_t> id) {
+    return id ? std::optional<std::string>(std::to_string(*id)) : std::nullopt;
+}
+
+}  // namespace
+
 std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
                              const std::string& remote_address, const std::string& fingerprint,
                              std::int64_t ca_id, std::optional<std::int64_t> certificate_id) {
-    // One statement (one round trip on every device connection): the connection row, the
-    // device's connection times, and the last use of the CA and the certificate.
-    const std::optional<std::string> certificate =
-        certificate_id ? std::optional<std::string>(std::to_string(*certificate_id)) : std::nullopt;
     return tx
-        ->exec_params1(
-            "WITH connection AS (INSERT INTO device_connections (device_id, node_id, "
-            "remote_address, certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
-            "RETURNING id), "
-            "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
-            "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = $1), "
-            "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = $5 AND "
-            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
-            "certificate AS (UPDATE device_certificates SET last_used_at = now() "
-            "WHERE id = $6::bigint AND "
-            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')) "
-            "SELECT id FROM connection",
-            device_id, node_id, remote_address, fingerprint, ca_id, nullable(certificate))[0]
+        ->exec_params1(std::string(kOpenConnection) + " FROM connection", device_id, node_id,
+                       remote_address, fingerprint, ca_id, nullable(id_text(certificate_id)))[0]
         .as<std::int64_t>();
+}
+
+std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const std::string& node_id,
+                                        const std::string& remote_address,
+                                        const std::string& fingerprint, std::int64_t ca_id,
+                                        std::optional<std::int64_t> certificate_id,
+                                        const std::string& event) {
+    if (event.size() > kMaxNotifyPayload - 32) {
+        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
+    }
+    return tx
+        ->exec_params1(std::string(kOpenConnection) +
+                           ", pg_notify($7, ($8::jsonb || jsonb_build_object('connection_id', "
+                           "id))::text) FROM connection",
+                       device_id, node_id, remote_address, fingerprint, ca_id,
+                       nullable(id_text(certificate_id)), std::string(kEventChannel), event)[0]
+        .as<std::int64_t>();
+}
+
+ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
+                                 const std::string& serial, bool issued_by_ca) {
+    const auto row = tx->exec_params1(
+        "SELECT crl.policy, crl.has_crl, crl.expired, crl.listed, k.id, k.revoked, d.id, "
+        "d.org_id, d.product_id, d.identifier, d.disabled, d.deleted_at IS NOT NULL "
+        "FROM (SELECT 1) one LEFT JOIN LATERAL (" +
+            managed_ca::crl_state_subquery("$2", "$3", "$4::boolean") +
+            ") AS crl(policy, has_crl, expired, listed) ON true "
+            "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
+            "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
+            "LEFT JOIN devices d ON d.id = k.device_id",
+        fingerprint, ca_id, serial, issued_by_ca);
+    ConnectionCheck check;
+    if (!row[0].is_null()) {
+        check.crl = {row[0].as<std::string>(), row[1].as<bool>(), row[2].as<bool>(),
+                     row[3].as<bool>()};
+    }
+    if (!row[4].is_null()) {
+        KnownCertificate cert;
+        cert.id = row[4].as<std::int64_t>();
+        cert.revoked = row[5].as<bool>();
+        if (!row[6].is_null()) {
+            cert.device = DeviceIdentity{row[6].as<std::int64_t>(), row[7].as<std::int64_t>(),
+                                         row[8].as<std::int64_t>(), row[9].as<std::string>(),
+                                         row[10].as<bool>(),        row[11].as<bool>()};
+        }
+        check.certificate = std::move(cert);
+    }
+    return check;
 }
 
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason) {

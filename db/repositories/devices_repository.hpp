@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "db/database.hpp"
+#include "db/repositories/managed_ca_repository.hpp"
 
 namespace otahub::db {
 
@@ -184,6 +185,45 @@ std::optional<DeviceCertificateRow> find_certificate(Tx& tx, std::int64_t device
 void revoke_certificate(Tx& tx, std::int64_t certificate_id);
 
 // ---- connections and nodes ----
+
+/// The few device columns a connecting device is admitted on.
+struct DeviceIdentity {
+    std::int64_t id = 0;
+    std::int64_t org_id = 0;
+    std::int64_t product_id = 0;
+    std::string identifier{};
+    bool disabled = false;
+    bool deleted = false;
+};
+
+/// A stored certificate presented again, with its device.
+struct KnownCertificate {
+    std::int64_t id = 0;
+    bool revoked = false;
+    /// The device owning it (nullopt if that row is gone).
+    std::optional<DeviceIdentity> device{};
+};
+
+/// Everything a connection of an already-known certificate is decided on.
+struct ConnectionCheck {
+    /// The CA's CRL state for this certificate (managed_ca::crl_refusal decides).
+    managed_ca::CrlState crl{};
+    /// The stored certificate with this fingerprint, if any.
+    std::optional<KnownCertificate> certificate{};
+};
+
+/// One read-only statement: the CRL state of CA `ca_id` for `serial` (the serial is looked up
+/// only when `issued_by_ca`) and the certificate stored with `fingerprint`, with its device.
+ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
+                                 const std::string& serial, bool issued_by_ca);
+
+/// open_connection plus a NOTIFY on the event channel in the same statement: `event` (a JSON
+/// object) with `connection_id` added. Returns the connection id.
+std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const std::string& node_id,
+                                        const std::string& remote_address,
+                                        const std::string& fingerprint, std::int64_t ca_id,
+                                        std::optional<std::int64_t> certificate_id,
+                                        const std::string& event);
 
 /// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
 /// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when

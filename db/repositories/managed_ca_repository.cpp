@@ -198,24 +198,34 @@ void set_missing_crl_policy(Tx& tx, std::int64_t ca_id, const std::string& polic
         policy);
 }
 
-std::optional<std::string> crl_refusal(Tx& tx, std::int64_t ca_id, const std::string& serial,
-                                       bool issued_by_ca) {
-    const auto rows = tx->exec_params(
-        "SELECT c.missing_crl, r.ca_certificate_id IS NOT NULL, "
-        "coalesce(r.next_update < now(), false), "
-        "$3 AND EXISTS (SELECT 1 FROM ca_crl_entries e WHERE e.ca_certificate_id = c.id "
-        "AND e.serial = $2) "
-        "FROM ca_certificates c LEFT JOIN ca_crls r ON r.ca_certificate_id = c.id "
-        "WHERE c.id = $1",
-        ca_id, serial, issued_by_ca);
-    if (rows.empty()) return std::nullopt;
-    const auto& row = rows[0];
-    if (row[3].as<bool>()) return std::string("certificate revoked by the CA's CRL");
-    if (row[0].as<std::string>() == "refuse") {
-        if (!row[1].as<bool>()) return std::string("no CRL imported for the CA");
-        if (row[2].as<bool>()) return std::string("the CA's CRL has expired");
+std::string crl_state_subquery(std::string_view ca, std::string_view serial,
+                               std::string_view issued) {
+    std::string sql = "SELECT c.missing_crl, r.ca_certificate_id IS NOT NULL, ";
+    sql += "coalesce(r.next_update < now(), false), ";
+    sql += std::string(issued) + " AND EXISTS (SELECT 1 FROM ca_crl_entries e ";
+    sql += "WHERE e.ca_certificate_id = c.id AND e.serial = " + std::string(serial) + ") ";
+    sql += "FROM ca_certificates c LEFT JOIN ca_crls r ON r.ca_certificate_id = c.id ";
+    sql += "WHERE c.id = " + std::string(ca);
+    return sql;
+}
+
+std::optional<std::string> crl_refusal(const CrlState& state) {
+    if (state.listed) return std::string("certificate revoked by the CA's CRL");
+    if (state.missing_crl_policy == "refuse") {
+        if (!state.has_crl) return std::string("no CRL imported for the CA");
+        if (state.expired) return std::string("the CA's CRL has expired");
     }
     return std::nullopt;
+}
+
+std::optional<std::string> crl_refusal(Tx& tx, std::int64_t ca_id, const std::string& serial,
+                                       bool issued_by_ca) {
+    const auto rows =
+        tx->exec_params(crl_state_subquery("$1", "$2", "$3"), ca_id, serial, issued_by_ca);
+    if (rows.empty()) return std::nullopt;
+    const auto& row = rows[0];
+    return crl_refusal(CrlState{row[0].as<std::string>(), row[1].as<bool>(), row[2].as<bool>(),
+                                row[3].as<bool>()});
 }
 
 std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
@@ -260,6 +270,18 @@ void set_replaced_by(Tx& tx, std::int64_t certificate_id, std::int64_t successor
     tx->exec_params0(
         "UPDATE device_certificates SET replaced_by_id = $2, updated_at = now() WHERE id = $1",
         certificate_id, successor_id);
+}
+
+bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id) {
+    // The same conditions as schedule_retirement, and is_managed.
+    return tx
+        ->exec_params1(
+            "SELECT EXISTS (SELECT 1 FROM device_certificates o JOIN device_certificates n "
+            "ON o.replaced_by_id = n.id WHERE n.fingerprint = $1 AND o.retire_after IS NULL "
+            "AND o.revoked_at IS NULL AND n.revoked_at IS NULL) "
+            "OR EXISTS (SELECT 1 FROM managed_ca_keys WHERE ca_certificate_id = $2)",
+            fingerprint, ca_id)[0]
+        .as<bool>();
 }
 
 std::vector<RetiredCertificate> schedule_retirement(Tx& tx, const std::string& fingerprint,

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "db/database.hpp"
@@ -118,12 +119,31 @@ void set_missing_crl_policy(Tx& tx, std::int64_t ca_id, const std::string& polic
 /// refuses a missing or expired CRL.
 std::optional<std::string> crl_refusal(Tx& tx, std::int64_t ca_id, const std::string& serial,
                                        bool issued_by_ca);
+/// What crl_refusal decides on, read by crl_state_subquery.
+struct CrlState {
+    /// The CA's missing-CRL policy; nullopt when there is no such CA.
+    std::optional<std::string> missing_crl_policy{};
+    bool has_crl = false;
+    bool expired = false;
+    bool listed = false;
+};
+/// The same check as a subquery, for statements that do more in the same round trip: `ca`,
+/// `serial` and `issued` are parameter placeholders (`$1` …). Its four columns, in CrlState's
+/// order; no row when there is no such CA.
+std::string crl_state_subquery(std::string_view ca, std::string_view serial,
+                               std::string_view issued);
+/// crl_refusal's decision on a state read with crl_state_subquery.
+std::optional<std::string> crl_refusal(const CrlState& state);
 /// Device certificates of the org issued by `ca_ski` with one of `serials` (device id and
 /// fingerprint), to close their sessions.
 std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
     Tx& tx, std::int64_t org_id, const std::string& ca_ski,
     const std::vector<std::string>& serials);
 
+/// Whether a device connecting with `fingerprint` through CA `ca_id` has rotation work: a
+/// certificate it replaces awaits retirement, or the CA is hub-managed (renewal checks). One
+/// read-only statement; when false, there is nothing to do on join.
+bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id);
 /// The certificate with that fingerprint.
 std::optional<RotationCertificate> find_certificate(Tx& tx, const std::string& fingerprint);
 /// The device's newest usable certificate (not revoked, not replaced), by last use then id.

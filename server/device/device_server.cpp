@@ -409,7 +409,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
         metrics::handshake("refused", "websocket_accept");
         try {
             auto close_row = [&db = state->db, id = info.connection_id, why = accept_ec.message()] {
-                db.run([&](db::Tx& tx) { db::devices::close_connection(tx, id, why); });
+                db.autocommit([&](db::Tx& tx) { db::devices::close_connection(tx, id, why); });
             };
             co_await net::run_blocking(state->workers, std::move(close_row));
         } catch (const std::exception& e) {

@@ -110,6 +110,13 @@ nlohmann::json managed_ca_chain(db::Tx& tx, std::int64_t org_id, const pki::Cert
 }
 
 void CertificateRotation::joined(const SessionInfo& info) {
+    // Most joins have no rotation work (a custom CA, no pending retirement): one read-only
+    // statement instead of a transaction of three.
+    bool work = false;
+    db_.autocommit([&](db::Tx& tx) {
+        work = db::managed_ca::rotation_work_on_join(tx, info.fingerprint, info.ca_id);
+    });
+    if (!work) return;
     std::optional<nlohmann::json> renew;
     db_.transact([&](db::Tx& tx) {
         // Connected with a successor: the certificates it replaces retire after the grace.

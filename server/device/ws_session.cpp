@@ -222,7 +222,8 @@ net::awaitable<void> WsSession::run(std::shared_ptr<WsSession> self) {
     try {
         // A named callable: see the GCC 12 note on net::run_blocking.
         auto record = [deps = self->deps_, info, reason] {
-            deps.db.run(
+            // One statement: no transaction block.
+            deps.db.autocommit(
                 [&](db::Tx& tx) { db::devices::close_connection(tx, info.connection_id, reason); });
             for (const auto& hook : deps.hooks.on_disconnect) {
                 try {
