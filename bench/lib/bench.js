@@ -36,7 +36,7 @@ if (opt('--devices')) {
   P.memN = Number(opt('--devices'));
   P.jitpN = Math.min(P.jitpN, P.memN);
 }
-const want = (name) => (ONLY.length === 0 && name !== 'memory') || ONLY.includes(name);
+const want = (name) => (ONLY.length === 0 && !['memory', 'handshake'].includes(name)) || ONLY.includes(name);
 const HZ = 100;
 const ANCH = path.join(WORK, 'anchors');
 const BIN = path.join(WORK, 'bin');
@@ -421,8 +421,48 @@ async function restartHub(hub, env) {
   });
 }
 
+/**
+ * Full and resumed handshakes (connect, upgrade, join, close) of existing devices, hub pinned to
+ * CPU0. BENCH_PERF=FILE records the hub with `perf record -g` during them.
+ */
+async function handshakes(R, hub, setup) {
+  const hsN = P.hsN;
+  log(`hub: ${hsN} devices: provisioning pass, then ${hsN} full and ${hsN} resumed handshakes (connect, upgrade, join, close), hub on CPU0`);
+  execFileSync('taskset', ['-a', '-p', '-c', '0', String(hub.child.pid)], { stdio: 'ignore' });
+  await waitQuiet();
+  const foreign = new Foreign();
+  const cpu0 = cpuOf(hub.child.pid);
+  const churn = hubload(hub, setup, 'churn', { n: hsN, prefix: 'hs', binds: ['127.0.0.6'], conc: 32, extra: ['-R', '-H', String(hub.child.pid)] });
+  let perf = null;
+  if (process.env.BENCH_PERF) {
+    await churn.line('WARMUP', 600000);
+    perf = spawn('perf', ['record', '-F', '999', ...(process.env.BENCH_PERF_CALLGRAPH ? ['--call-graph', process.env.BENCH_PERF_CALLGRAPH] : ['-g']), '-o', process.env.BENCH_PERF, '-p', String(hub.child.pid)], { stdio: 'ignore' });
+  }
+  const full = kv(await churn.line('FULL', 600000));
+  const resumed = kv(await churn.line('RESUMED', 600000));
+  await churn.exited;
+  if (perf) {
+    perf.kill('SIGINT');
+    await new Promise((resolve) => perf.on('exit', resolve));
+    log(`hub: perf data in ${process.env.BENCH_PERF}`);
+  }
+  R.hub.handshakes = full.joined;
+  R.hub.handshake_failed = full.fail + resumed.fail;
+  R.hub.handshake_cpu_ms = r3(full.hub_cpu_s * 1000 / full.joined);
+  R.hub.handshakes_per_sec_per_core = r1(full.joined / full.hub_cpu_s);
+  R.hub.handshakes_per_sec_wall = r1(full.rate_per_s);
+  R.hub.resumed_handshakes = resumed.reused;
+  R.hub.resumed_handshake_cpu_ms = r3(resumed.hub_cpu_s * 1000 / resumed.joined);
+  R.hub.resumed_per_sec_per_core = r1(resumed.joined / resumed.hub_cpu_s);
+  R.hub.resumed_per_sec_wall = r1(resumed.rate_per_s);
+  R.hub.resumed_speedup = r2(R.hub.resumed_per_sec_per_core / R.hub.handshakes_per_sec_per_core);
+  R.hub.resumed_speedup_wall = r2(resumed.rate_per_s / full.rate_per_s);
+  R.hub.handshake_foreign_cpu_pct = foreign.pct();
+  if (cpu0 < 0) R.notes.push('hub CPU unreadable');
+}
+
 /** Memory per device, JITP storm, reconnect storm and handshake cost, on one hub process. */
-async function hubScenarios(R, { memoryOnly = false } = {}) {
+async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {}) {
   const port = freePort();
   const env = hubEnv({ OTAHUB_DEVICE_LISTEN: `127.0.0.1:${port}`, OTAHUB_NODE_ID: 'bench-a' });
   // Server certificates outside the hub's own directory, which stop() deletes: they outlive restarts.
@@ -438,6 +478,10 @@ async function hubScenarios(R, { memoryOnly = false } = {}) {
     }
     const rss0 = rssOf(hub.child.pid);
     R.hub.rss_idle_kib = rss0;
+    if (handshakeOnly) {
+      await handshakes(R, hub, setup);
+      return;
+    }
 
     // JITP storm: never-seen devices at once (128 handshakes in flight).
     log(`hub: JITP storm, ${P.jitpN} new devices`);
@@ -497,30 +541,7 @@ async function hubScenarios(R, { memoryOnly = false } = {}) {
     loads.length = 0;
     await sleep(2000);
 
-    // Handshakes: hub pinned to CPU0, client on CPU1; existing devices (no JITP).
-    const hsN = P.hsN;
-    log(`hub: ${hsN} devices: provisioning pass, then ${hsN} full and ${hsN} resumed handshakes (connect, upgrade, join, close), hub on CPU0`);
-    execFileSync('taskset', ['-a', '-p', '-c', '0', String(hub.child.pid)], { stdio: 'ignore' });
-    await waitQuiet();
-    foreign = new Foreign();
-    cpu0 = cpuOf(hub.child.pid);
-    const churn = hubload(hub, setup, 'churn', { n: hsN, prefix: 'hs', binds: ['127.0.0.6'], conc: 32, extra: ['-R', '-H', String(hub.child.pid)] });
-    const full = kv(await churn.line('FULL', 600000));
-    const resumed = kv(await churn.line('RESUMED', 600000));
-    await churn.exited;
-    R.hub.handshakes = full.joined;
-    R.hub.handshake_failed = full.fail + resumed.fail;
-    R.hub.handshake_cpu_ms = r3(full.hub_cpu_s * 1000 / full.joined);
-    R.hub.handshakes_per_sec_per_core = r1(full.joined / full.hub_cpu_s);
-    R.hub.handshakes_per_sec_wall = r1(full.rate_per_s);
-    R.hub.resumed_handshakes = resumed.reused;
-    R.hub.resumed_handshake_cpu_ms = r3(resumed.hub_cpu_s * 1000 / resumed.joined);
-    R.hub.resumed_per_sec_per_core = r1(resumed.joined / resumed.hub_cpu_s);
-    R.hub.resumed_per_sec_wall = r1(resumed.rate_per_s);
-    R.hub.resumed_speedup = r2(R.hub.resumed_per_sec_per_core / R.hub.handshakes_per_sec_per_core);
-    R.hub.resumed_speedup_wall = r2(resumed.rate_per_s / full.rate_per_s);
-    R.hub.handshake_foreign_cpu_pct = foreign.pct();
-    if (cpu0 < 0) R.notes.push('hub CPU unreadable');
+    await handshakes(R, hub, setup);
   } finally {
     for (const l of loads) await l.stop();
     await hub.stop();
@@ -710,7 +731,8 @@ async function main() {
   const foreign = new Foreign();
   const steps = [
     ['speed', anchorSpeed], ['hsbench', anchorHsbench], ['mosquitto', anchorMosquitto], ['nginx', anchorNginx],
-    ['hub', hubScenarios], ['memory', (R) => hubScenarios(R, { memoryOnly: true })], ['fanout', fanoutScenario], ['download', downloadScenario],
+    ['hub', hubScenarios], ['memory', (R) => hubScenarios(R, { memoryOnly: true })],
+    ['handshake', (R) => hubScenarios(R, { handshakeOnly: true })], ['fanout', fanoutScenario], ['download', downloadScenario],
   ];
   for (const [name, fn] of steps) {
     if (!want(name)) continue;
