@@ -36,6 +36,8 @@ if (opt('--devices')) {
   P.memN = Number(opt('--devices'));
   P.jitpN = Math.min(P.jitpN, P.memN);
 }
+// BENCH_DL_ROUNDS=N: each download client fetches the file N times (longer, steadier figures).
+if (process.env.BENCH_DL_ROUNDS) P.dlRounds = Number(process.env.BENCH_DL_ROUNDS);
 const want = (name) => (ONLY.length === 0 && !['memory', 'handshake'].includes(name)) || ONLY.includes(name);
 const HZ = 100;
 const ANCH = path.join(WORK, 'anchors');
@@ -635,7 +637,9 @@ async function downloadScenario(R) {
       const c0 = cpuOf(hub.child.pid);
       const d = await download(url, extra, clients, P.dlRounds);
       R.hub[`download_mib_per_sec_${clients}`] = d.mibPerSec;
-      R.hub[`download_hub_cpu_pct_${clients}`] = Math.round((cpuOf(hub.child.pid) - c0) / d.wall * 100);
+      const hubCpu = cpuOf(hub.child.pid) - c0;
+      R.hub[`download_hub_cpu_pct_${clients}`] = Math.round(hubCpu / d.wall * 100);
+      R.hub[`download_hub_cpu_s_per_gib_${clients}`] = r3(hubCpu / (d.mibPerSec * d.wall / 1024));
       R.hub[`download_foreign_cpu_pct_${clients}`] = foreign.pct();
       if (d.failed) R.notes.push(`hub download: ${d.failed} of ${clients * P.dlRounds} failed`);
     }
