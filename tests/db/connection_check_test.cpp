@@ -44,19 +44,25 @@ class ConnectionCheck : public ::testing::Test {
             ca.der = {0x30, 0x00};
             ca_ = ca_certificates::create(tx, ca).id;
             device_ = devices::create_if_missing(tx, org_, product_, "dev-1", "", {}).id;
-            NewDeviceCertificate cert;
-            cert.org_id = org_;
-            cert.device_id = device_;
-            cert.serial = "77";
-            cert.aki = "CA:SKI";
-            cert.ski = "DEV:SKI";
-            cert.not_before = Clock::now() - std::chrono::hours(1);
-            cert.not_after = Clock::now() + std::chrono::hours(24);
-            cert.fingerprint = "DEVFP";
-            cert.public_key_fingerprint = "DEVKEY";
-            cert.der = {0x30, 0x00};
-            certificate_ = devices::insert_certificate(tx, cert)->id;
+            certificate_ = insert_certificate(tx, "77", "DEVFP");
         });
+    }
+
+    /// A certificate of dev-1 issued by the CA; its key and SKI derive from the fingerprint.
+    std::int64_t insert_certificate(Tx& tx, const std::string& serial,
+                                    const std::string& fingerprint) const {
+        NewDeviceCertificate cert;
+        cert.org_id = org_;
+        cert.device_id = device_;
+        cert.serial = serial;
+        cert.aki = "CA:SKI";
+        cert.ski = "SKI:" + fingerprint;
+        cert.not_before = Clock::now() - std::chrono::hours(1);
+        cert.not_after = Clock::now() + std::chrono::hours(24);
+        cert.fingerprint = fingerprint;
+        cert.public_key_fingerprint = "KEY:" + fingerprint;
+        cert.der = {0x30, 0x00};
+        return devices::insert_certificate(tx, cert)->id;
     }
 
     devices::ConnectionCheck check(const std::string& fingerprint, const std::string& serial = "77",
@@ -205,18 +211,7 @@ TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
     // A successor certificate: the old one awaits retirement when the new one connects.
     std::int64_t successor = 0;
     db_.run([&](Tx& tx) {
-        NewDeviceCertificate cert;
-        cert.org_id = org_;
-        cert.device_id = device_;
-        cert.serial = "78";
-        cert.aki = "CA:SKI";
-        cert.ski = "DEV:SKI2";
-        cert.not_before = Clock::now() - std::chrono::hours(1);
-        cert.not_after = Clock::now() + std::chrono::hours(48);
-        cert.fingerprint = "DEVFP2";
-        cert.public_key_fingerprint = "DEVKEY2";
-        cert.der = {0x30, 0x00};
-        successor = devices::insert_certificate(tx, cert)->id;
+        successor = insert_certificate(tx, "78", "DEVFP2");
         managed_ca::set_replaced_by(tx, certificate_, successor);
     });
     db_.autocommit([&](Tx& tx) { work = managed_ca::rotation_work_on_join(tx, "DEVFP2", ca_); });
