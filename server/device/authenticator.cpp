@@ -131,12 +131,6 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     return result;
 }
 
-nlohmann::json connected_event(std::int64_t device_id, const std::string& node_id) {
-    return {{"kind", std::string(events::kDeviceConnected)},
-            {"device_id", device_id},
-            {"node_id", node_id}};
-}
-
 /// A certificate seen before (the common case: every reconnect): decided on one read-only
 /// statement, admitted with one more (connection row and NOTIFY), and no transaction block:
 /// 2 round trips instead of 7. Nullopt when the certificate is not stored: authenticate_in
@@ -167,7 +161,8 @@ std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest
     result.org_id = device.org_id;
     result.product_id = device.product_id;
     result.identifier = device.identifier;
-    const auto event = connected_event(device.id, request.node_id).dump();
+    const auto event = events::payload(events::kDeviceConnected,
+                                       {{"device_id", device.id}, {"node_id", request.node_id}});
     db.autocommit([&](db::Tx& tx) {
         result.connection_id = db::devices::open_connection_and_notify(
             tx, device.id, request.node_id, request.remote, leaf.fingerprint, request.ca.id,

@@ -6,10 +6,14 @@
 
 namespace otahub::events {
 
-void publish(db::Tx& tx, std::string_view kind, nlohmann::json data) {
+std::string payload(std::string_view kind, nlohmann::json data) {
     if (!data.is_object()) data = nlohmann::json::object();
     data["kind"] = std::string(kind);
-    db::notify(tx, data.dump());
+    return data.dump();
+}
+
+void publish(db::Tx& tx, std::string_view kind, nlohmann::json data) {
+    db::notify(tx, payload(kind, std::move(data)));
 }
 
 EventBus::EventBus(std::string database_url) : url_(std::move(database_url)) {}

@@ -39,6 +39,9 @@ inline constexpr std::string_view kDevicePush = "device_push";
 /// Queues the event `kind` with `data` (a JSON object; `kind` is added) on the bus inside `tx`.
 /// Throws ApiError when the payload exceeds PostgreSQL's NOTIFY limit.
 void publish(db::Tx& tx, std::string_view kind, nlohmann::json data = nlohmann::json::object());
+/// The NOTIFY payload publish() sends: `data` (an object) with `kind` added, as JSON text. For
+/// statements that send their NOTIFY themselves (devices::open_connection_and_notify).
+std::string payload(std::string_view kind, nlohmann::json data);
 
 /// Handler of one event kind; gets the whole payload object. Runs on the listener thread:
 /// keep it cheap (post heavy work to a pool). Exceptions are logged and dropped.
