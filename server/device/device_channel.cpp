@@ -223,8 +223,8 @@ db::FirmwareReport firmware_report_from_join(const nlohmann::json& payload) {
     return report;
 }
 
-DeviceChannel::DeviceChannel(SessionInfo info, db::Database& db, const DeviceHooks& hooks)
-    : info_(std::move(info)), db_(db), hooks_(hooks) {}
+DeviceChannel::DeviceChannel(const SessionInfo& info, db::Database& db, const DeviceHooks& hooks)
+    : info_(info), db_(db), hooks_(hooks) {}
 
 ChannelStep DeviceChannel::handle(const phx::Message& message) {
     ChannelStep step = dispatch(message);

@@ -119,7 +119,9 @@ db::FirmwareReport firmware_report_from_join(const nlohmann::json& payload);
 /// thread-safe: use from the session's strand only.
 class DeviceChannel {
   public:
-    DeviceChannel(SessionInfo info, db::Database& db, const DeviceHooks& hooks);
+    /// `info` is the session's own (not copied: one copy per connection is enough); it must
+    /// outlive the channel.
+    DeviceChannel(const SessionInfo& info, db::Database& db, const DeviceHooks& hooks);
 
     /// Decides what to do with one decoded frame.
     ChannelStep handle(const phoenix::Message& message);
@@ -133,7 +135,7 @@ class DeviceChannel {
     ChannelStep join(const phoenix::Message& message);
     ChannelStep device_event(const phoenix::Message& message);
 
-    SessionInfo info_;
+    const SessionInfo& info_;
     db::Database& db_;
     const DeviceHooks& hooks_;
     bool joined_ = false;

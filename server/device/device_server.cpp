@@ -315,7 +315,8 @@ net::awaitable<void> handle_connection(tcp::socket socket,
         parse_target(std::string_view(request.target().data(), request.target().size()));
     const unsigned version = request.version();
 
-    const auto verified = pki::verification_result(stream.native_handle());
+    // Taken off the SSL: the connection no longer carries it once the session starts.
+    const auto verified = pki::take_verification_result(stream.native_handle());
     std::string who = verified && verified->leaf ? "serial=" + verified->leaf->serial +
                                                        " cn=" + verified->leaf->common_name
                                                  : std::string("no certificate");

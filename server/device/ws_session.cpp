@@ -129,7 +129,22 @@ net::awaitable<void> WsSession::read_loop() {
     net::beast::flat_buffer buffer;
     const phx::Limits limits{};
     for (;;) {
-        auto [ec, n] = co_await ws_.async_read(buffer, net::kAsTuple);
+        // Wait for the next frame with no buffer of ours: Beast reads its header (and the start
+        // of the payload) into the stream's own fixed read buffer and answers pings meanwhile.
+        // Reading straight into `buffer` would allocate ~1.5 KiB before the wait, and an idle
+        // session would hold it until its next message.
+        // The empty buffer must not be null: Beast's UTF-8 check of a text frame computes
+        // `data - 3` on it, which wraps around for a null pointer and faults.
+        static char no_bytes[1];
+        auto [ec, none] =
+            co_await ws_.async_read_some(net::asio::mutable_buffer{no_bytes, 0}, net::kAsTuple);
+        (void)none;
+        // An empty message is complete already; any other is read whole, sized to its frame.
+        if (!ec && !ws_.is_message_done()) {
+            auto [read_ec, n] = co_await ws_.async_read(buffer, net::kAsTuple);
+            (void)n;
+            ec = read_ec;
+        }
         if (ec) {
             if (end_reason_.empty()) end_reason_ = describe_end(ec, ws_);
             break;

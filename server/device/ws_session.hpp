@@ -1,7 +1,7 @@
 #pragma once
 
 #include <chrono>
-#include <deque>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,7 +58,9 @@ class WsSession final : public SessionHandle, public std::enable_shared_from_thi
     SessionDeps deps_;
     DeviceChannel channel_;
     net::asio::steady_timer wake_;
-    std::deque<std::string> outbox_;
+    // A list, not a deque: an empty std::deque still holds ~600 bytes (its map and first node),
+    // and the outbox of an idle session is empty.
+    std::list<std::string> outbox_;
     std::size_t outbox_bytes_ = 0;
     std::optional<net::beast::websocket::close_reason> pending_close_;
     bool closing_ = false;

@@ -102,6 +102,9 @@ const protocolCases = [
     frame({ opcode: CONT, payload: Buffer.alloc(MAX_MESSAGE / 2 + 16, 0x20), fin: false }),
   ], 1009],
   ['binary frame (vsn=2.0.0 is JSON text)', [frame({ opcode: BINARY, payload: HEARTBEAT })], 1003],
+  // The session waits for a frame before it allocates a read buffer; an empty message is
+  // complete at that point and must still be decoded (and refused), not skipped.
+  ['an empty text message (not a Phoenix frame)', [text('')], 1007],
 ];
 
 for (const [name, frames, expected] of protocolCases) {
@@ -144,6 +147,20 @@ test('control: a valid heartbeat split across fragments with a code point cut in
   assert.equal(close.code, 1000, 'a normal close is echoed');
   ws.destroy();
   await assertHubServes('valid fragmented message');
+});
+
+test('a heartbeat after an empty first fragment, and two messages in one TCP write, are all answered', async () => {
+  const ws = await open();
+  ws.write(text('', { fin: false }));
+  ws.write(frame({ opcode: CONT, payload: '[null,"21","phoenix","heartbeat",{}]' }));
+  // Two whole messages in one write: the second is already buffered when the first is done.
+  ws.write(Buffer.concat([text('[null,"22","phoenix","heartbeat",{}]'), text('[null,"23","phoenix","heartbeat",{}]')]));
+  for (const ref of ['21', '22', '23']) {
+    const reply = await ws.waitFor(() => ws.messages().find((m) => m[1] === ref), `the reply to ${ref}`);
+    assert.deepEqual(reply, [null, ref, 'phoenix', 'phx_reply', { status: 'ok', response: {} }]);
+  }
+  ws.destroy();
+  await assertHubServes('empty first fragment and coalesced messages');
 });
 
 test('control: a 125-byte ping is answered with the same payload', async () => {

@@ -672,6 +672,22 @@ TEST_P(PkiHandshake, GoodLeafMatchesItsRegisteredRoot) {
     EXPECT_TRUE(refusals_.empty());
 }
 
+TEST_P(PkiHandshake, TakingTheResultLeavesNothingOnTheConnection) {
+    const auto leaf = device_root_.issue_leaf({.cn = "device-2"});
+    const auto outcome = connect({.cas = {device_root_.registered(1, 10)}}, &leaf);
+    expect_accepted(outcome, 1, 10);
+    const auto taken = pki::take_verification_result(outcome.server.get());
+    ASSERT_TRUE(taken);
+    EXPECT_TRUE(taken->ok());
+    ASSERT_TRUE(taken->leaf);
+    EXPECT_EQ(taken->leaf->common_name, "device-2");
+    EXPECT_FALSE(taken->leaf->der.empty());
+    // Gone from the SSL: neither a second take nor a read finds it.
+    EXPECT_FALSE(pki::take_verification_result(outcome.server.get()));
+    EXPECT_FALSE(pki::verification_result(outcome.server.get()));
+    EXPECT_FALSE(pki::take_verification_result(nullptr));
+}
+
 TEST_P(PkiHandshake, LeafViaIntermediateSentByTheDevice) {
     const auto intermediate = device_root_.issue_intermediate("Device Intermediate");
     const auto leaf = intermediate.issue_leaf();

@@ -645,4 +645,17 @@ std::optional<VerifyResult> verification_result(const SSL* ssl) {
     return *stored;
 }
 
+std::optional<VerifyResult> take_verification_result(SSL* ssl) {
+    if (ssl == nullptr) {
+        return std::nullopt;
+    }
+    std::unique_ptr<VerifyResult> stored{
+        static_cast<VerifyResult*>(SSL_get_ex_data(ssl, ssl_ex_index()))};
+    if (!stored) {
+        return std::nullopt;
+    }
+    SSL_set_ex_data(ssl, ssl_ex_index(), nullptr);  // cannot fail: the slot exists already
+    return std::move(*stored);
+}
+
 }  // namespace otahub::pki

@@ -250,4 +250,9 @@ void install_client_verification(
 /// when no client certificate was verified.
 std::optional<VerifyResult> verification_result(const SSL* ssl);
 
+/// Like `verification_result`, but moves the result out and frees it from `ssl`: the stored
+/// copy (leaf facts, DER, names: about 1.4 KiB) would otherwise live as long as the connection.
+/// Later calls return nullopt.
+std::optional<VerifyResult> take_verification_result(SSL* ssl);
+
 }  // namespace otahub::pki
