@@ -342,6 +342,7 @@ void App::start_device_endpoint() {
     options.idle_timeout = std::chrono::seconds(config.device_idle_timeout_s);
     options.handshake_rate_limit = config.handshake_rate_limit;
     options.reuse_port = config.reuse_port;
+    options.own_tls_records = config.device_tls_records_hub;
     impl.device_server = std::make_unique<device::DeviceServer>(
         impl.io, impl.workers, impl.db, *impl.device_tls, impl.sessions, impl.presence,
         impl.device_hooks, options);

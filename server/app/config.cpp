@@ -48,6 +48,7 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_HANDSHAKE_RATE_LIMIT", "handshake_rate_limit"},
     Setting{"OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS", "rollout_sweep_interval_ms"},
     Setting{"OTAHUB_REUSE_PORT", "reuse_port"},
+    Setting{"OTAHUB_DEVICE_TLS_RECORDS", "device_tls_records"},
     Setting{"OTAHUB_DRAIN_SECONDS", "drain_seconds"},
     Setting{"OTAHUB_CERT_ROTATION_GRACE", "cert_rotation_grace"},
     Setting{"OTAHUB_CERT_RENEW_WINDOW_DAYS", "cert_renew_window_days"},
@@ -148,6 +149,11 @@ void apply(Config& config, const std::string& setting, const std::string& value)
         config.handshake_rate_limit = static_cast<int>(parse_int(setting, value, 0, 1000000));
     } else if (setting == "OTAHUB_REUSE_PORT") {
         config.reuse_port = parse_bool(setting, value);
+    } else if (setting == "OTAHUB_DEVICE_TLS_RECORDS") {
+        if (value != "hub" && value != "openssl") {
+            throw ConfigError(setting + ": expected hub or openssl, got '" + value + "'");
+        }
+        config.device_tls_records_hub = value == "hub";
     } else if (setting == "OTAHUB_DRAIN_SECONDS") {
         config.drain_seconds = static_cast<int>(parse_int(setting, value, 0, 600));
     } else if (setting == "OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS") {

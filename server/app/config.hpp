@@ -50,10 +50,13 @@ struct Config {
     int handshake_rate_limit = 0;           // OTAHUB_HANDSHAKE_RATE_LIMIT (/s, 0 off)
     int rollout_sweep_interval_ms = 15000;  // OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS
     bool reuse_port = false;                // OTAHUB_REUSE_PORT (SO_REUSEPORT)
-    int drain_seconds = 10;                 // OTAHUB_DRAIN_SECONDS
-    int cert_rotation_grace_s = 86400;      // OTAHUB_CERT_ROTATION_GRACE (s)
-    int cert_renew_window_days = 30;        // OTAHUB_CERT_RENEW_WINDOW_DAYS
-    std::string ready_file;                 // OTAHUB_READY_FILE (tests)
+    // OTAHUB_DEVICE_TLS_RECORDS: "hub" (default) runs TLS 1.3 records itself after the handshake
+    // and frees OpenSSL's connection state; "openssl" leaves them to OpenSSL.
+    bool device_tls_records_hub = true;
+    int drain_seconds = 10;             // OTAHUB_DRAIN_SECONDS
+    int cert_rotation_grace_s = 86400;  // OTAHUB_CERT_ROTATION_GRACE (s)
+    int cert_renew_window_days = 30;    // OTAHUB_CERT_RENEW_WINDOW_DAYS
+    std::string ready_file;             // OTAHUB_READY_FILE (tests)
 
     /// True when both the certificate and the key are set.
     bool has_tls() const { return !tls_cert.empty() && !tls_key.empty(); }

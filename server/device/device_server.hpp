@@ -33,6 +33,9 @@ struct DeviceServerOptions {
     /// SO_REUSEPORT: several otahubd processes share the device port (the kernel spreads
     /// connections across them).
     bool reuse_port = false;
+    /// After a TLS 1.3 handshake the hub runs the record layer itself and frees OpenSSL's
+    /// connection state (net::Tls13Records); false leaves every connection to OpenSSL.
+    bool own_tls_records = true;
 };
 
 /// A TLS 1.2/1.3 server context for the device endpoint: the server certificate, modern

@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <utility>
 
 #include "server/net/asio.hpp"
+#include "server/net/tls13_records.hpp"
 
 namespace otahub::net {
 
@@ -64,8 +66,31 @@ class TlsSocket {
     tcp::socket& next_layer() { return socket_; }
     /// The TCP socket.
     const tcp::socket& next_layer() const { return socket_; }
-    /// The OpenSSL connection.
+    /// The OpenSSL connection; null once `release_openssl` took its record layer.
     SSL* native_handle() { return ssl_.get(); }
+
+    /// After the handshake, between operations: moves the record layer from OpenSSL to
+    /// Tls13Records and frees the `SSL` (~20 KiB an idle connection no longer holds), when the
+    /// connection allows it (TLS 1.3 with a context set up by `remember_tls13_secrets`, see
+    /// Tls13Records::take_over). Otherwise OpenSSL keeps serving it. Read what is needed from
+    /// `native_handle()` first. Returns whether the record layer is now ours.
+    bool release_openssl() {
+        if (records_ || !ssl_) return static_cast<bool>(records_);
+        records_ = Tls13Records::take_over(ssl_.get());
+        if (records_) ssl_.reset();
+        return static_cast<bool>(records_);
+    }
+
+    /// Sends close_notify if the socket takes it now, without waiting (for teardown).
+    void close_notify_now() {
+        if (records_) {
+            (void)records_->close_notify(sender());
+        } else if (ssl_) {
+            ERR_clear_error();
+            SSL_shutdown(ssl_.get());
+            ERR_clear_error();
+        }
+    }
 
     /// The server side of the TLS handshake; completes with (error_code, 0).
     template <class Token>
@@ -153,6 +178,10 @@ class TlsSocket {
             self.complete(boost::system::error_code{}, 0);
             return;
         }
+        if (records_) {
+            step_records(self, op, data, size);
+            return;
+        }
         ERR_clear_error();
         std::size_t done = 0;
         int rc = 0;
@@ -202,20 +231,81 @@ class TlsSocket {
         }
     }
 
+    Tls13Records::Sender sender() {
+        return [fd = socket_.native_handle()](const void* bytes, std::size_t n) -> std::ptrdiff_t {
+            const ssize_t rc = ::send(fd, bytes, n, MSG_NOSIGNAL);
+            return rc >= 0 ? rc : -errno;
+        };
+    }
+
+    Tls13Records::Transport receiver() {
+        return [fd = socket_.native_handle()](void* bytes, std::size_t n) -> std::ptrdiff_t {
+            const ssize_t rc = ::recv(fd, bytes, n, 0);
+            return rc >= 0 ? rc : -errno;
+        };
+    }
+
+    /// One step of an operation on the record layer taken from OpenSSL.
+    template <class Self>
+    void step_records(Self& self, Op op, void* data, std::size_t size) {
+        using Status = Tls13Records::Status;
+        Tls13Records::Result result;
+        switch (op) {
+            case Op::kHandshake:
+                self.complete(boost::system::error_code{}, 0);
+                return;
+            case Op::kRead:
+                result = records_->read(data, size, receiver(), sender());
+                break;
+            case Op::kWrite:
+                result = records_->write(data, size, sender());
+                break;
+            case Op::kShutdown:
+                result = records_->close_notify(sender());
+                break;
+        }
+        switch (result.status) {
+            case Status::kDone:
+                self.complete(boost::system::error_code{}, result.bytes);
+                return;
+            case Status::kWantRead:
+                socket_.async_wait(tcp::socket::wait_read, std::move(self));
+                return;
+            case Status::kWantWrite:
+                socket_.async_wait(tcp::socket::wait_write, std::move(self));
+                return;
+            case Status::kEof:
+                self.complete(asio::error::eof, 0);
+                return;
+            case Status::kError:
+                break;
+        }
+        boost::system::error_code ec;
+        if (result.sys_errno != 0) {
+            ec = boost::system::error_code(result.sys_errno, boost::system::system_category());
+        } else if (result.ssl_reason == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            ec = ssl::error::stream_truncated;  // as OpenSSL's own record layer reports it
+        } else {
+            ec = boost::system::error_code(
+                static_cast<int>(ERR_PACK(ERR_LIB_SSL, 0, result.ssl_reason)),
+                asio::error::get_ssl_category());
+        }
+        self.complete(ec, 0);
+    }
+
     struct SslFree {
         void operator()(SSL* ssl) const { SSL_free(ssl); }
     };
 
     tcp::socket socket_;
     std::unique_ptr<SSL, SslFree> ssl_;
+    std::unique_ptr<Tls13Records> records_;
     bool attach_failed_ = false;
 };
 
 /// Beast's websocket teardown for TlsSocket, synchronous form: close_notify, then TCP close.
 inline void teardown(beast::role_type role, TlsSocket& stream, boost::system::error_code& ec) {
-    ERR_clear_error();
-    SSL_shutdown(stream.native_handle());
-    ERR_clear_error();
+    stream.close_notify_now();
     beast::websocket::teardown(role, stream.next_layer(), ec);
 }
 
@@ -278,9 +368,7 @@ class TcpDrainOp {
 /// (detail::TcpDrainOp).
 template <class TeardownHandler>
 void async_teardown(beast::role_type role, TlsSocket& stream, TeardownHandler&& handler) {
-    ERR_clear_error();
-    SSL_shutdown(stream.native_handle());
-    ERR_clear_error();
+    stream.close_notify_now();
     using Handler = std::decay_t<TeardownHandler>;
     Handler owned(std::forward<TeardownHandler>(handler));
     asio::async_compose<Handler, void(boost::system::error_code)>(
