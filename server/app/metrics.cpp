@@ -29,6 +29,11 @@ struct Metrics {
             .Name("otahub_device_handshakes_total")
             .Help("Device TLS/WebSocket handshakes by result and reason")
             .Register(*registry);
+    prometheus::Family<prometheus::Counter>& tls_records =
+        BuildCounter()
+            .Name("otahub_device_tls_records_total")
+            .Help("Accepted device connections by who runs their TLS records (hub or openssl)")
+            .Register(*registry);
     prometheus::Counter& joins = BuildCounter()
                                      .Name("otahub_device_joins_total")
                                      .Help("Joins of topic device")
@@ -98,6 +103,10 @@ void handshake(std::string_view result, std::string_view reason) {
     instance()
         .handshakes.Add({{"result", std::string(result)}, {"reason", std::string(reason)}})
         .Increment();
+}
+
+void tls_records(std::string_view layer) {
+    instance().tls_records.Add({{"layer", std::string(layer)}}).Increment();
 }
 
 void join() { instance().joins.Increment(); }

@@ -21,6 +21,9 @@ struct GaugeSample {
 /// A device TLS/WebSocket handshake ended: `result` "accepted" or "refused", with the reason
 /// ("ok", "unknown_ca", "revoked", "disabled", ...).
 void handshake(std::string_view result, std::string_view reason);
+/// Who runs an accepted device connection's TLS records: "hub" (net::Tls13Records, OpenSSL's
+/// connection state freed) or "openssl" (TLS 1.2, or OTAHUB_DEVICE_TLS_RECORDS=openssl).
+void tls_records(std::string_view layer);
 /// A device joined topic `device`.
 void join();
 /// A device was created by just-in-time provisioning.

@@ -289,7 +289,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     // What the verification found, taken off the SSL; then, for TLS 1.3, the record layer moves
     // out of OpenSSL and the SSL is freed (~20 KiB per connection; Tls13Records).
     const auto verified = pki::take_verification_result(stream.native_handle());
-    if (state->options.own_tls_records) stream.release_openssl();
+    const bool own_records = state->options.own_tls_records && stream.release_openssl();
 
     beast::flat_buffer buffer{state->options.max_upgrade_header_bytes};
     bhttp::request_parser<bhttp::empty_body> parser;
@@ -425,6 +425,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
                  "serial=" + info.serial, info.connection_id, remote,
                  result.provisioned ? " (provisioned just in time)" : "");
     metrics::handshake("accepted", "ok");
+    metrics::tls_records(own_records ? "hub" : "openssl");
     if (result.provisioned) metrics::jitp_created();
     const asio::any_io_executor executor = ws.get_executor();
     auto session = std::make_shared<WsSession>(

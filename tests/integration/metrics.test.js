@@ -95,6 +95,8 @@ test('/metrics needs no token and counts handshakes, JIT provisioning, joins, fr
   assert.equal(sample(text, 'otahub_device_handshakes_total', '{reason="ok",result="accepted"}'), 1);
   assert.ok(sample(text, 'otahub_device_handshakes_total', '{reason="unknown_ca",result="refused"}') >= 1);
   assert.equal(sample(text, 'otahub_jitp_devices_total'), 1);
+  // A TLS 1.3 device: its records run in the hub, OpenSSL's connection state is freed.
+  assert.equal(sample(text, 'otahub_device_tls_records_total', '{layer="hub"}'), 1);
   assert.equal(sample(text, 'otahub_device_joins_total'), 1);
   assert.ok(sample(text, 'otahub_device_frames_total', '{direction="in"}') >= 2, 'join + heartbeat');
   assert.ok(sample(text, 'otahub_device_frames_total', '{direction="out"}') >= 2);
