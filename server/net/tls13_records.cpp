@@ -129,8 +129,18 @@ std::unique_ptr<Tls13Records> Tls13Records::take_over(SSL* ssl) {
     const Secrets* secrets = secrets_of(ssl, false);
     const SSL_CIPHER* suite = SSL_get_current_cipher(ssl);
     if (secrets == nullptr || suite == nullptr) return nullptr;
+    // Nothing was read after the client's Finished; each ticket sent took one record.
+    return from_secrets(SSL_CIPHER_get_protocol_id(suite),
+                        {secrets->client.data(), secrets->client_bytes},
+                        {secrets->server.data(), secrets->server_bytes}, 0, secrets->tickets_sent);
+}
+
+std::unique_ptr<Tls13Records> Tls13Records::from_secrets(
+    std::uint16_t suite, std::span<const std::uint8_t> client_secret,
+    std::span<const std::uint8_t> server_secret, std::uint64_t read_sequence,
+    std::uint64_t write_sequence) {
     std::unique_ptr<Tls13Records> records{new Tls13Records()};
-    switch (SSL_CIPHER_get_protocol_id(suite)) {
+    switch (suite) {
         case 0x1301:  // TLS_AES_128_GCM_SHA256
             records->cipher_ = EVP_aes_128_gcm();
             records->digest_ = EVP_sha256();
@@ -150,16 +160,16 @@ std::unique_ptr<Tls13Records> Tls13Records::take_over(SSL* ssl) {
             return nullptr;
     }
     records->hash_bytes_ = static_cast<std::size_t>(EVP_MD_get_size(records->digest_));
-    if (secrets->client_bytes != records->hash_bytes_ ||
-        secrets->server_bytes != records->hash_bytes_) {
+    if (client_secret.size() != records->hash_bytes_ ||
+        server_secret.size() != records->hash_bytes_) {
         return nullptr;
     }
-    if (!records->install(records->read_, secrets->client.data(), false) ||
-        !records->install(records->write_, secrets->server.data(), true)) {
+    if (!records->install(records->read_, client_secret.data(), false) ||
+        !records->install(records->write_, server_secret.data(), true)) {
         return nullptr;
     }
-    records->read_.sequence = 0;  // nothing was read after the client's Finished
-    records->write_.sequence = secrets->tickets_sent;
+    records->read_.sequence = read_sequence;
+    records->write_.sequence = write_sequence;
     return records;
 }
 

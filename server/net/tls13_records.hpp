@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,16 @@ class Tls13Records {
     /// buffered inside OpenSSL, or its context was not set up with `remember_tls13_secrets`.
     /// On success the caller frees `ssl`: nothing in it is needed any more.
     static std::unique_ptr<Tls13Records> take_over(SSL* ssl);
+
+    /// The server side of a record layer from known state: the TLS 1.3 suite (0x1301 to 0x1303),
+    /// the client and server application traffic secrets (hash-sized) and the next sequence
+    /// numbers. Nullptr for another suite or a secret of the wrong size. For `take_over`, tests
+    /// and the fuzzer.
+    static std::unique_ptr<Tls13Records> from_secrets(std::uint16_t suite,
+                                                      std::span<const std::uint8_t> client_secret,
+                                                      std::span<const std::uint8_t> server_secret,
+                                                      std::uint64_t read_sequence,
+                                                      std::uint64_t write_sequence);
 
     ~Tls13Records();
     Tls13Records(const Tls13Records&) = delete;
