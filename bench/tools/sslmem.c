@@ -1,10 +1,14 @@
 // sslmem.c - what OpenSSL itself keeps per idle server-side TLS 1.3 connection (no sockets):
 // N in-memory handshakes (client certificate P-256 as the devices use), one small record each
 // way, the client freed, the server SSL kept with its memory BIO pair replaced by a null BIO and
-// SSL_MODE_RELEASE_BUFFERS on. Prints RSS and malloc'd bytes per kept SSL. Run it from the
-// directory holding pki/ (bench/.work/anchors after bench/run): ./sslmem [N] [mtls 0|1]
+// SSL_MODE_RELEASE_BUFFERS on. Prints RSS and malloc'd bytes per kept SSL. With handoff=1 it keeps
+// what the hub keeps once it runs the records itself (net::Tls13Records): two keyed AES-256-GCM
+// contexts, the server SSL freed too. Run it from the directory holding pki/
+// (bench/.work/anchors after bench/run): ./sslmem [N] [mtls 0|1] [handoff 0|1]
 // Build: gcc -O2 -o sslmem sslmem.c -lssl -lcrypto
 #include <malloc.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +30,7 @@ static size_t heap_bytes(void) {
 
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 2000, mtls = argc > 2 ? atoi(argv[2]) : 1;
+  int handoff = argc > 3 ? atoi(argv[3]) : 0;
   SSL_CTX *s = SSL_CTX_new(TLS_server_method()), *c = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(s, TLS1_3_VERSION);
   if (SSL_CTX_use_certificate_chain_file(s, "pki/server.crt") != 1 ||
@@ -43,6 +48,7 @@ int main(int argc, char **argv) {
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
   SSL_CTX_set1_groups_list(c, "P-256");
   SSL **keep = calloc(n, sizeof *keep);
+  EVP_CIPHER_CTX **aead = calloc(2 * (size_t)n, sizeof *aead);
   long r0 = rss_kb();
   size_t h0 = heap_bytes();
   for (int i = 0; i < n; i++) {
@@ -64,11 +70,23 @@ int main(int argc, char **argv) {
     SSL_write(ss, "hi", 2);
     SSL_read(cs, buf, sizeof buf);
     SSL_free(cs);
+    if (handoff) {
+      unsigned char key[32];
+      RAND_bytes(key, sizeof key);
+      for (int k = 0; k < 2; k++) {
+        EVP_CIPHER_CTX *x = EVP_CIPHER_CTX_new();
+        EVP_EncryptInit_ex(x, EVP_aes_256_gcm(), NULL, key, NULL);
+        aead[2 * i + k] = x;
+      }
+      SSL_free(ss);
+      continue;
+    }
     BIO *null = BIO_new(BIO_s_null());
     SSL_set_bio(ss, null, null);
     keep[i] = ss;
   }
-  printf("mtls=%d n=%d per idle server SSL: %.1f KiB RSS, %.1f KiB malloc'd\n", mtls, n,
+  printf("mtls=%d n=%d per idle connection (%s): %.1f KiB RSS, %.1f KiB malloc'd\n", mtls, n,
+         handoff ? "two AEAD contexts, SSL freed" : "server SSL kept",
          (rss_kb() - r0) / (double)n, (heap_bytes() - h0) / 1024.0 / n);
   return 0;
 }
