@@ -378,6 +378,8 @@ function hubEnv(extra = {}) {
     // BENCH_NO_TICKET_KEY=1: for comparing with a build that predates the setting.
     ...(process.env.BENCH_NO_TICKET_KEY ? {} : { OTAHUB_TLS_TICKET_KEY: TICKET_KEY }),
     ...(process.env.BENCH_MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.BENCH_MALLOC_ARENA_MAX } : {}),
+    // BENCH_TLS_RECORDS=openssl: device records left to OpenSSL (OTAHUB_DEVICE_TLS_RECORDS), for A/B runs.
+    ...(process.env.BENCH_TLS_RECORDS ? { OTAHUB_DEVICE_TLS_RECORDS: process.env.BENCH_TLS_RECORDS } : {}),
     ...extra,
   };
 }
