@@ -36,6 +36,26 @@ TEST(DbMigrator, AppliesEverythingOnceAndIsIdempotent) {
               static_cast<std::int64_t>(embedded_migrations().size()));
 }
 
+// iso8601() is in the output of most queries: declared STABLE, the planner inlines it as the
+// to_char expression (declared IMMUTABLE over to_char it ran as a separate function call, planned
+// again in every query). Its text is unchanged: UTC, second precision.
+TEST(DbMigrator, Iso8601IsInlinedAndFormatsUtc) {
+    testing::TestDatabase database;
+    Database db{database.url(), 1};
+    Migrator{db}.migrate();
+    pqxx::connection conn{database.url()};
+    pqxx::nontransaction tx{conn};
+    std::string plan;
+    for (const auto& row : tx.exec("EXPLAIN VERBOSE SELECT iso8601(now())")) {
+        plan += row[0].as<std::string>() + "\n";
+    }
+    EXPECT_NE(plan.find("to_char"), std::string::npos) << plan;
+    EXPECT_EQ(plan.find("iso8601"), std::string::npos) << plan;
+    EXPECT_EQ(tx.exec1("SELECT iso8601('2026-01-02 03:04:05.678+02')")[0].as<std::string>(),
+              "2026-01-02T01:04:05Z");
+    EXPECT_TRUE(tx.exec1("SELECT iso8601(NULL) IS NULL")[0].as<bool>());
+}
+
 TEST(DbMigrator, ConcurrentMigratorsApplyEachMigrationOnce) {
     testing::TestDatabase database;
     Database db_a{database.url(), 1};
