@@ -54,16 +54,25 @@ std::string constraint_message(const pqxx::unique_violation& e) {
     throw ApiError(ErrorCode::kInternal, "internal database error");
 }
 
+/// A pooled connection and the statements prepared on it so far.
+class PooledConnection : public pqxx::connection {
+  public:
+    PooledConnection(const std::string& url, bool prepare)
+        : pqxx::connection(url), prepared(prepare) {}
+    PreparedStatements prepared;
+};
+
 }  // namespace
 
 struct Database::Impl {
     using Clock = std::chrono::steady_clock;
-    using Connection = std::unique_ptr<pqxx::connection>;
+    using Connection = std::unique_ptr<PooledConnection>;
 
     std::string configured_url;  // as given (logs)
     std::string url;             // with the connect timeout
     std::size_t pool_size;
     Timeouts timeouts;
+    bool prepare_statements = true;
     mutable std::mutex mutex;
     std::condition_variable available;
     std::vector<Connection> idle;
@@ -187,7 +196,7 @@ struct Database::Impl {
     Connection connect() {
         Connection conn;
         try {
-            conn = std::make_unique<pqxx::connection>(url);
+            conn = std::make_unique<PooledConnection>(url, prepare_statements);
         } catch (const pqxx::broken_connection& e) {
             mark_unreachable(e.what());
             throw Unavailable(std::string("database unavailable: ") + e.what());
@@ -275,7 +284,7 @@ class Lease {
     ~Lease() { pool_.release(broken_ ? nullptr : std::move(conn_)); }
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
-    pqxx::connection& operator*() { return *conn_; }
+    PooledConnection& operator*() { return *conn_; }
     void mark_broken() { broken_ = true; }
 
     /// Watches the connection against the transaction deadline (no-op when there is none).
@@ -305,14 +314,16 @@ class Lease {
 
   private:
     Database::Impl& pool_;
-    std::unique_ptr<pqxx::connection> conn_;
+    std::unique_ptr<PooledConnection> conn_;
     bool broken_ = false;
 };
 
 }  // namespace
 
-Database::Database(std::string url, std::size_t pool_size, Timeouts timeouts)
+Database::Database(std::string url, std::size_t pool_size, Timeouts timeouts,
+                   bool prepare_statements)
     : impl_(std::make_unique<Impl>()) {
+    impl_->prepare_statements = prepare_statements;
     impl_->url = with_connect_timeout(url, timeouts.connect);
     impl_->configured_url = std::move(url);
     impl_->pool_size = pool_size == 0 ? 1 : pool_size;
@@ -345,7 +356,7 @@ bool attempt(Database::Impl& pool, const std::function<void(Tx&)>& fn, bool may_
     try {
         const auto started = std::chrono::steady_clock::now();
         Transaction work{*lease};
-        Tx tx{work};
+        Tx tx{work, &(*lease).prepared};
         fn(tx);
         work.commit();
         deadline.fired();  // finished in time or not, the connection is dropped if it fired

@@ -59,7 +59,12 @@ std::string with_connect_timeout(std::string url, std::chrono::seconds seconds);
 /// out its own timeout), until a connection succeeds.
 class Database {
   public:
-    Database(std::string url, std::size_t pool_size, Timeouts timeouts = {});
+    /// `prepare_statements`: every parameterised statement is prepared on each pooled connection
+    /// the first time it runs there and executed by name afterwards (PostgreSQL then parses and
+    /// plans it once per connection). Off for a pooler that cannot keep named statements (e.g.
+    /// PgBouncer in transaction mode before 1.21).
+    Database(std::string url, std::size_t pool_size, Timeouts timeouts = {},
+             bool prepare_statements = true);
     ~Database();
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;

@@ -8,22 +8,98 @@
 #include <pqxx/pqxx>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "db/database.hpp"
 
 namespace otahub::db {
 
+/// The statements prepared on one pooled connection, by SQL text. A statement is prepared the
+/// first time it runs on the connection and executed by name afterwards, so PostgreSQL parses
+/// and plans it once per connection instead of once per call. Statements stay prepared for the
+/// connection's life (they are not transactional).
+class PreparedStatements {
+  public:
+    /// At most this many per connection; statements beyond it run unprepared.
+    static constexpr std::size_t kMax = 512;
+
+    explicit PreparedStatements(bool enabled = true) : enabled_(enabled) {}
+
+    /// The name `sql` runs under on `conn` (registered with libpqxx on first use, which prepares
+    /// it on the server when it first runs), or nullptr when it runs unprepared: preparing is
+    /// off, or the connection already holds kMax statements.
+    const std::string* name_for(pqxx::connection_base& conn, const std::string& sql) {
+        if (!enabled_) return nullptr;
+        if (auto it = names_.find(sql); it != names_.end()) return &it->second;
+        if (names_.size() >= kMax) return nullptr;
+        std::string name = "otahub_" + std::to_string(names_.size() + 1);
+        conn.prepare(name, sql);
+        return &names_.emplace(sql, std::move(name)).first->second;
+    }
+
+    std::size_t size() const { return names_.size(); }
+
+  private:
+    bool enabled_;
+    std::unordered_map<std::string, std::string> names_;
+};
+
 /// A transaction handed to repositories by Database::run (BEGIN … COMMIT), or statements that
 /// each commit on their own, from Database::autocommit.
 class Tx {
   public:
-    explicit Tx(pqxx::transaction_base& work) : work_(work) {}
+    /// What `tx->` runs statements with: libpqxx's exec_params family, through the connection's
+    /// prepared statements when there are any (`prepared` may be null: everything unprepared).
+    class Statements {
+      public:
+        Statements(pqxx::transaction_base& work, PreparedStatements* prepared)
+            : work_(work), prepared_(prepared) {}
+
+        template <class... Args>
+        pqxx::result exec_params(const std::string& sql, Args&&... args) {
+            if (const auto* name = prepared_name(sql)) {
+                return work_.exec_prepared(*name, std::forward<Args>(args)...);
+            }
+            return work_.exec_params(sql, std::forward<Args>(args)...);
+        }
+        template <class... Args>
+        pqxx::result exec_params0(const std::string& sql, Args&&... args) {
+            if (const auto* name = prepared_name(sql)) {
+                return work_.exec_prepared0(*name, std::forward<Args>(args)...);
+            }
+            return work_.exec_params0(sql, std::forward<Args>(args)...);
+        }
+        template <class... Args>
+        pqxx::row exec_params1(const std::string& sql, Args&&... args) {
+            if (const auto* name = prepared_name(sql)) {
+                return work_.exec_prepared1(*name, std::forward<Args>(args)...);
+            }
+            return work_.exec_params1(sql, std::forward<Args>(args)...);
+        }
+        /// Statements without parameters (scripts, DDL) run as they are, never prepared.
+        pqxx::result exec(const std::string& sql) { return work_.exec(sql); }
+        pqxx::result exec0(const std::string& sql) { return work_.exec0(sql); }
+        pqxx::row exec1(const std::string& sql) { return work_.exec1(sql); }
+
+      private:
+        const std::string* prepared_name(const std::string& sql) {
+            return prepared_ != nullptr ? prepared_->name_for(work_.conn(), sql) : nullptr;
+        }
+
+        pqxx::transaction_base& work_;
+        PreparedStatements* prepared_;
+    };
+
+    explicit Tx(pqxx::transaction_base& work, PreparedStatements* prepared = nullptr)
+        : work_(work), statements_(work, prepared) {}
     pqxx::transaction_base& operator*() { return work_; }
-    pqxx::transaction_base* operator->() { return &work_; }
+    Statements* operator->() { return &statements_; }
 
   private:
     pqxx::transaction_base& work_;
+    Statements statements_;
 };
 
 /// Reads an optional text column.
