@@ -94,6 +94,12 @@ class Foreign {
     return Math.round((ticks / HZ) / ((Date.now() - this.t) / 1000) * 100);
   }
 }
+/** CPU seconds used so far by the live processes named `comm` (e.g. every postgres backend). */
+function cpuOfComm(comm) {
+  let ticks = 0;
+  for (const v of cpuByProcess().values()) if (v.comm === comm) ticks += v.ticks;
+  return ticks / HZ;
+}
 function busyTicks() {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   return { busy: f[0] + f[1] + f[2] + f[5] + f[6] + f[7], total: f.slice(0, 8).reduce((a, b) => a + b, 0) };
@@ -380,6 +386,8 @@ function hubEnv(extra = {}) {
     ...(process.env.BENCH_MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.BENCH_MALLOC_ARENA_MAX } : {}),
     // BENCH_TLS_RECORDS=openssl: device records left to OpenSSL (OTAHUB_DEVICE_TLS_RECORDS), for A/B runs.
     ...(process.env.BENCH_TLS_RECORDS ? { OTAHUB_DEVICE_TLS_RECORDS: process.env.BENCH_TLS_RECORDS } : {}),
+    // BENCH_DB_PREPARED=false: every statement unprepared (OTAHUB_DB_PREPARED_STATEMENTS), for A/B runs.
+    ...(process.env.BENCH_DB_PREPARED ? { OTAHUB_DB_PREPARED_STATEMENTS: process.env.BENCH_DB_PREPARED } : {}),
     ...extra,
   };
 }
@@ -492,6 +500,7 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
     await waitQuiet();
     let foreign = new Foreign();
     let cpu0 = cpuOf(hub.child.pid);
+    const pg0 = cpuOfComm('postgres');
     const jitp = hubload(hub, setup, 'hold', { n: P.jitpN, prefix: 'jitp', binds: ['127.0.0.2'] });
     loads.push(jitp);
     const jr = kv(await jitp.line('READY', 900000));
@@ -500,6 +509,10 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
     R.hub.jitp_s = r2(jr.elapsed_s);
     R.hub.jitp_devices_per_sec = r1(jr.joined / jr.elapsed_s);
     R.hub.jitp_hub_cpu_ms_per_device = r3((cpuOf(hub.child.pid) - cpu0) * 1000 / jr.joined);
+    // Where the rest of the two cores went: PostgreSQL and the load client (keys, certificates,
+    // client handshakes) share the machine with the hub.
+    R.hub.jitp_postgres_cpu_ms_per_device = r3((cpuOfComm('postgres') - pg0) * 1000 / jr.joined);
+    R.hub.jitp_client_cpu_ms_per_device = r3(cpuOfComm('hubload') * 1000 / jr.joined);
     R.hub.jitp_foreign_cpu_pct = foreign.pct();
 
     // More devices up to memN, then RSS per device.
