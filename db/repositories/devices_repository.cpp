@@ -348,15 +348,6 @@ std::optional<std::string> id_text(std::optional<std::int64_t> id) {
 
 }  // namespace
 
-std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
-                             const std::string& remote_address, const std::string& fingerprint,
-                             std::int64_t ca_id, std::optional<std::int64_t> certificate_id) {
-    return tx
-        ->exec_params1(std::string(kOpenConnection) + " FROM connection", device_id, node_id,
-                       remote_address, fingerprint, ca_id, nullable(id_text(certificate_id)))[0]
-        .as<std::int64_t>();
-}
-
 std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const std::string& node_id,
                                         const std::string& remote_address,
                                         const std::string& fingerprint, std::int64_t ca_id,

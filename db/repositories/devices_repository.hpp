@@ -217,20 +217,16 @@ struct ConnectionCheck {
 ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
                                  const std::string& serial, bool issued_by_ca);
 
-/// open_connection plus a NOTIFY on the event channel in the same statement: `event` (a JSON
-/// object) with `connection_id` added. Returns the connection id.
+/// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
+/// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when
+/// given; and NOTIFYs the event channel with `event` (a JSON object) plus `connection_id` (sent
+/// at COMMIT inside a transaction). One statement. Returns the connection id (a larger id is a
+/// newer connection).
 std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const std::string& node_id,
                                         const std::string& remote_address,
                                         const std::string& fingerprint, std::int64_t ca_id,
                                         std::optional<std::int64_t> certificate_id,
                                         const std::string& event);
-
-/// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
-/// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when
-/// given. One statement. Returns the connection id (a larger id is a newer connection).
-std::int64_t open_connection(Tx& tx, std::int64_t device_id, const std::string& node_id,
-                             const std::string& remote_address, const std::string& fingerprint,
-                             std::int64_t ca_id, std::optional<std::int64_t> certificate_id);
 /// Marks a session disconnected (no-op when already so) and writes the device's last_seen_at.
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason);
 /// Writes last_seen_at = now() for these devices and their open sessions.

@@ -218,16 +218,6 @@ std::optional<std::string> crl_refusal(const CrlState& state) {
     return std::nullopt;
 }
 
-std::optional<std::string> crl_refusal(Tx& tx, std::int64_t ca_id, const std::string& serial,
-                                       bool issued_by_ca) {
-    const auto rows =
-        tx->exec_params(crl_state_subquery("$1", "$2", "$3"), ca_id, serial, issued_by_ca);
-    if (rows.empty()) return std::nullopt;
-    const auto& row = rows[0];
-    return crl_refusal(CrlState{row[0].as<std::string>(), row[1].as<bool>(), row[2].as<bool>(),
-                                row[3].as<bool>()});
-}
-
 std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
     Tx& tx, std::int64_t org_id, const std::string& ca_ski,
     const std::vector<std::string>& serials) {

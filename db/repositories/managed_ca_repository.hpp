@@ -114,11 +114,6 @@ std::optional<std::pair<std::optional<std::string>, std::int64_t>> crl_order(Tx&
 void store_crl(Tx& tx, std::int64_t ca_id, const NewCrl& crl);
 /// Sets the missing-CRL policy (`accept` or `refuse`).
 void set_missing_crl_policy(Tx& tx, std::int64_t ca_id, const std::string& policy);
-/// Why a certificate with `serial` chaining to the CA must be refused by its CRL state, or
-/// nullopt: its serial is listed (only looked up when `issued_by_ca`), or the CA's policy
-/// refuses a missing or expired CRL.
-std::optional<std::string> crl_refusal(Tx& tx, std::int64_t ca_id, const std::string& serial,
-                                       bool issued_by_ca);
 /// What crl_refusal decides on, read by crl_state_subquery.
 struct CrlState {
     /// The CA's missing-CRL policy; nullopt when there is no such CA.
@@ -132,7 +127,9 @@ struct CrlState {
 /// order; no row when there is no such CA.
 std::string crl_state_subquery(std::string_view ca, std::string_view serial,
                                std::string_view issued);
-/// crl_refusal's decision on a state read with crl_state_subquery.
+/// Why a certificate chaining to the CA must be refused by the CA's CRL state read with
+/// crl_state_subquery, or nullopt: its serial is listed (only looked up when it was issued by
+/// the CA itself), or the CA's policy refuses a missing or expired CRL.
 std::optional<std::string> crl_refusal(const CrlState& state);
 /// Device certificates of the org issued by `ca_ski` with one of `serials` (device id and
 /// fingerprint), to close their sessions.

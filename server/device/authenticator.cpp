@@ -49,11 +49,8 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     bool added = false;
     std::optional<std::int64_t> known_certificate;  // its last use is written on success
 
-    // The CA's imported CRL: a listed serial, or no current CRL when the CA's policy refuses.
-    if (auto crl =
-            db::managed_ca::crl_refusal(tx, request.ca.id, leaf.serial, request.ca.depth == 1)) {
-        return refuse(403, *crl);
-    }
+    // The CA's imported CRL (a listed serial, or no current CRL when the CA's policy refuses)
+    // was checked by authenticate_known's statement a moment before this transaction.
 
     if (auto cert = db::devices::find_certificate_by_fingerprint(tx, leaf.fingerprint)) {
         if (cert->revoked) return refuse(403, "certificate revoked");
@@ -121,20 +118,19 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     result.identifier = device->identifier;
     result.provisioned = provisioned;
     result.certificate_added = added;
-    result.connection_id =
-        db::devices::open_connection(tx, device->id, request.node_id, request.remote,
-                                     leaf.fingerprint, request.ca.id, known_certificate);
-    events::publish(tx, events::kDeviceConnected,
-                    {{"device_id", device->id},
-                     {"connection_id", result.connection_id},
-                     {"node_id", request.node_id}});
+    // The connection row and its NOTIFY (sent at COMMIT) in one statement.
+    result.connection_id = db::devices::open_connection_and_notify(
+        tx, device->id, request.node_id, request.remote, leaf.fingerprint, request.ca.id,
+        known_certificate,
+        events::payload(events::kDeviceConnected,
+                        {{"device_id", device->id}, {"node_id", request.node_id}}));
     return result;
 }
 
 /// A certificate seen before (the common case: every reconnect): decided on one read-only
 /// statement, admitted with one more (connection row and NOTIFY), and no transaction block:
-/// 2 round trips instead of 7. Nullopt when the certificate is not stored: authenticate_in
-/// handles first connections, rotation and JITP in a transaction.
+/// 2 round trips instead of 7. Nullopt when the certificate is not stored and the CA's CRL does
+/// not refuse it: authenticate_in handles first connections, rotation and JITP in a transaction.
 std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest& request) {
     const auto& leaf = request.leaf;
     db::devices::ConnectionCheck check;
