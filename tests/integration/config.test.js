@@ -107,6 +107,7 @@ test('a bad log level and other malformed values are refused, naming the setting
     OTAHUB_API_BODY_LIMIT: '10',
     OTAHUB_HANDSHAKE_TIMEOUT: '99999999999999999999',
     OTAHUB_DEVICE_TLS_RECORDS: 'boringssl',
+    OTAHUB_DB_PREPARED_STATEMENTS: 'sometimes',
   };
   for (const [setting, value] of Object.entries(malformed)) {
     await expectRefused(['serve'], { ...goodEnv(), [setting]: value }, setting);
