@@ -290,6 +290,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     // out of OpenSSL and the SSL is freed (~20 KiB per connection; Tls13Records).
     const auto verified = pki::take_verification_result(stream.native_handle());
     const bool own_records = state->options.own_tls_records && stream.release_openssl();
+    if (!own_records) net::forget_tls13_secrets(stream.native_handle());  // OpenSSL keeps it
 
     beast::flat_buffer buffer{state->options.max_upgrade_header_bytes};
     bhttp::request_parser<bhttp::empty_body> parser;

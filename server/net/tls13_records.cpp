@@ -119,6 +119,13 @@ void remember_tls13_secrets(SSL_CTX* ctx) {
     SSL_CTX_set_msg_callback(ctx, on_message);
 }
 
+void forget_tls13_secrets(SSL* ssl) {
+    if (ssl == nullptr) return;
+    SSL_set_msg_callback(ssl, nullptr);
+    delete secrets_of(ssl, false);  // ~Secrets wipes them
+    SSL_set_ex_data(ssl, secrets_index(), nullptr);
+}
+
 std::unique_ptr<Tls13Records> Tls13Records::take_over(SSL* ssl) {
     if (ssl == nullptr || SSL_version(ssl) != TLS1_3_VERSION || !SSL_is_init_finished(ssl) ||
         SSL_has_pending(ssl) != 0 || SSL_get_shutdown(ssl) != 0 ||

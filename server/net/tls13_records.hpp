@@ -19,6 +19,11 @@ namespace otahub::net {
 /// on the device context before it is shared; replaces any key log and message callback.
 void remember_tls13_secrets(SSL_CTX* ctx);
 
+/// For a connection that stays with OpenSSL (TLS 1.2, or not taken over): wipes and frees what
+/// `remember_tls13_secrets` kept for it and stops its message callback, which would otherwise run
+/// for every record it exchanges. `take_over` refuses the connection afterwards.
+void forget_tls13_secrets(SSL* ssl);
+
 /// The TLS 1.3 record layer of one server connection after its handshake, without OpenSSL's
 /// `SSL` object: two keyed AEAD contexts, the traffic secrets, sequence numbers and buffers that
 /// exist only while a record is in flight. OpenSSL 3.0 keeps ~22 KiB per idle mutual-TLS

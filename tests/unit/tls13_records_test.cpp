@@ -102,7 +102,7 @@ class Tls13RecordsTest : public ::testing::Test {
 
     // `ciphersuite` restricts the client's TLS 1.3 suites; `tickets` is the server's count.
     Connection connect(const char* ciphersuite = nullptr, int tickets = 1, bool remember = true,
-                       bool tls12 = false) {
+                       bool tls12 = false, bool take = true) {
         Connection c;
         server_ctx_ = test_support::make_server_ctx(server_cert_);
         if (remember) remember_tls13_secrets(server_ctx_.get());
@@ -129,7 +129,7 @@ class Tls13RecordsTest : public ::testing::Test {
             if (!server_done) server_done = SSL_do_handshake(c.server.get()) == 1;
         }
         EXPECT_TRUE(client_done && server_done);
-        c.records = Tls13Records::take_over(c.server.get());
+        if (take) c.records = Tls13Records::take_over(c.server.get());
         if (c.records) c.server.reset();  // as TlsSocket does: nothing of the SSL is needed
         return c;
     }
@@ -306,6 +306,22 @@ TEST_F(Tls13RecordsTest, OnlyTls13ConnectionsOfAPreparedContextAreTakenOver) {
     auto unprepared = connect(nullptr, 1, /*remember=*/false);
     EXPECT_FALSE(unprepared.records);
     EXPECT_FALSE(Tls13Records::take_over(nullptr));
+}
+
+TEST_F(Tls13RecordsTest, ForgottenSecretsLeaveTheConnectionWorkingWithOpenSsl) {
+    for (const bool tls12 : {false, true}) {
+        auto c = connect(nullptr, 1, true, tls12, /*take=*/false);
+        ASSERT_TRUE(c.server);
+        forget_tls13_secrets(c.server.get());
+        EXPECT_FALSE(Tls13Records::take_over(c.server.get())) << "tls12=" << tls12;
+        ASSERT_EQ(SSL_write(c.server.get(), "hello", 5), 5);
+        EXPECT_EQ(c.client_reads(), "hello");
+        ASSERT_EQ(SSL_write(c.client.get(), "back", 4), 4);
+        char got[8] = {};
+        EXPECT_EQ(SSL_read(c.server.get(), got, sizeof got), 4);
+        EXPECT_EQ(std::string(got, 4), "back");
+    }
+    forget_tls13_secrets(nullptr);  // harmless
 }
 
 }  // namespace
