@@ -108,12 +108,6 @@ Url parse_url(const std::string& text) {
     return url;
 }
 
-bool is_ip_literal(const std::string& host) {
-    boost::system::error_code ec;
-    asio::ip::make_address(host, ec);
-    return !ec;
-}
-
 /// What to send.
 struct Outgoing {
     bhttp::verb method = bhttp::verb::get;
@@ -362,7 +356,7 @@ struct Client::Impl {
         SSL* ssl = tls_stream.native_handle();
         X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
         X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        if (is_ip_literal(url.host)) {
+        if (net::is_ip_literal(url.host)) {
             X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
         } else {
             SSL_set_tlsext_host_name(ssl, url.host.c_str());

@@ -9,6 +9,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <string>
 
 namespace otahub::net {
 
@@ -19,6 +20,10 @@ using tcp = boost::asio::ip::tcp;
 using asio::awaitable;
 using asio::use_awaitable;
 constexpr auto kAsTuple = asio::as_tuple(asio::use_awaitable);
+
+/// True when `host` is an IPv4 or IPv6 address rather than a name (a client sends SNI and checks
+/// the certificate's host name only for names).
+bool is_ip_literal(const std::string& host);
 
 /// True for the ways a peer normally goes away (EOF, reset, TLS truncation, timeout, cancel):
 /// these are logged at debug level, anything else as a warning.

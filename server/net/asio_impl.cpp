@@ -5,7 +5,15 @@
 #include <boost/asio/ssl/impl/src.hpp>
 #include <boost/beast/src.hpp>
 #endif
+
+#include "server/net/asio.hpp"
+
 namespace otahub::net {
-/// Anchors this translation unit in the otahub_asio library.
-int asio_impl_anchor = 0;
+
+bool is_ip_literal(const std::string& host) {
+    boost::system::error_code ec;
+    asio::ip::make_address(host, ec);
+    return !ec;
+}
+
 }  // namespace otahub::net

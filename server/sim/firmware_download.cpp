@@ -52,12 +52,6 @@ Target parse_target(const std::string& url) {
     return target;
 }
 
-bool is_ip_literal(const std::string& host) {
-    boost::system::error_code ec;
-    asio::ip::make_address(host, ec);
-    return !ec;
-}
-
 /// Running state across attempts: bytes hashed so far (the prefix of the file).
 struct Progress {
     pki::EvpMdCtxPtr sha{EVP_MD_CTX_new()};
@@ -160,7 +154,7 @@ awaitable<void> attempt(const Target& target, const DownloadRequest& request, ss
         co_return;
     }
     beast::ssl_stream<beast::tcp_stream> stream{std::move(tcp_stream), tls};
-    if (!is_ip_literal(target.host)) {
+    if (!net::is_ip_literal(target.host)) {
         SSL_set_tlsext_host_name(stream.native_handle(), target.host.c_str());
     }
     stream.set_verify_callback(ssl::host_name_verification(target.host));

@@ -25,12 +25,6 @@ constexpr std::string_view kJoinRef = "1";
 /// A websocket read buffer larger than this is released after the message (memory per device).
 constexpr std::size_t kKeepBufferBytes = 4096;
 
-bool is_ip_literal(const std::string& host) {
-    boost::system::error_code ec;
-    asio::ip::make_address(host, ec);
-    return !ec;
-}
-
 std::string describe(const boost::system::error_code& ec) {
     if (ec == websocket::error::closed) return "closed by server";
     return ec.message();
@@ -201,7 +195,7 @@ awaitable<void> SimDevice::connect(Connection& conn) {
     SSL* ssl = tls.native_handle();
     if (!use_identity(ssl, identity_))
         throw std::runtime_error("cannot use the client certificate");
-    if (is_ip_literal(options.host)) {
+    if (net::is_ip_literal(options.host)) {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), options.host.c_str());
     } else {
         SSL_set_tlsext_host_name(ssl, options.host.c_str());
