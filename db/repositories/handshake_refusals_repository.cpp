@@ -73,4 +73,12 @@ std::vector<RefusalRow> list(Tx& tx, std::int64_t org_id, const RefusalFilter& f
     return out;
 }
 
+std::int64_t prune(Tx& tx, int days) {
+    return static_cast<std::int64_t>(
+        tx->exec_params0("DELETE FROM handshake_refusals "
+                         "WHERE hour < now() - make_interval(days => $1::int)",
+                         days)
+            .affected_rows());
+}
+
 }  // namespace otahub::db::handshake_refusals

@@ -61,6 +61,8 @@ inline constexpr int kMaxSamples = 10;
 void upsert(Tx& tx, const std::vector<RefusalCount>& counts);
 /// Rows of an org's CAs, newest hour first, most refusals first within an hour.
 std::vector<RefusalRow> list(Tx& tx, std::int64_t org_id, const RefusalFilter& filter);
+/// Deletes the rows of hours that started more than `days` days ago; returns how many.
+std::int64_t prune(Tx& tx, int days);
 
 }  // namespace handshake_refusals
 }  // namespace otahub::db

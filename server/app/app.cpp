@@ -69,7 +69,7 @@ struct App::Impl {
                           std::chrono::seconds(config.db_transaction_timeout_s)},
              config.db_prepared_statements),
           api_ctx{db, config, {}},
-          trust_sync(db, trust, workers),
+          trust_sync(db, trust, workers, config.refusal_retention_days),
           bus(db.url()),
           presence(io, workers, db, config.node_id),
           rollouts(db, config, sessions, workers) {}

@@ -40,6 +40,7 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_DB_CONNECT_TIMEOUT", "db_connect_timeout"},
     Setting{"OTAHUB_DB_TRANSACTION_TIMEOUT", "db_transaction_timeout"},
     Setting{"OTAHUB_DB_PREPARED_STATEMENTS", "db_prepared_statements"},
+    Setting{"OTAHUB_REFUSAL_RETENTION_DAYS", "refusal_retention_days"},
     Setting{"OTAHUB_API_BODY_LIMIT", "api_body_limit"},
     Setting{"OTAHUB_FIRMWARE_MAX_SIZE", "firmware_max_size"},
     Setting{"OTAHUB_FIRMWARE_URL_TTL", "firmware_url_ttl"},
@@ -134,6 +135,8 @@ void apply(Config& config, const std::string& setting, const std::string& value)
         config.db_transaction_timeout_s = static_cast<int>(parse_int(setting, value, 0, 3600));
     } else if (setting == "OTAHUB_DB_PREPARED_STATEMENTS") {
         config.db_prepared_statements = parse_bool(setting, value);
+    } else if (setting == "OTAHUB_REFUSAL_RETENTION_DAYS") {
+        config.refusal_retention_days = static_cast<int>(parse_int(setting, value, 0, 36500));
     } else if (setting == "OTAHUB_API_BODY_LIMIT") {
         config.api_body_limit =
             static_cast<std::uint64_t>(parse_int(setting, value, 1024, 1LL << 30));

@@ -42,6 +42,7 @@ struct Config {
     int db_connect_timeout_s = 5;                  // OTAHUB_DB_CONNECT_TIMEOUT (0 none)
     int db_transaction_timeout_s = 15;             // OTAHUB_DB_TRANSACTION_TIMEOUT (0 none)
     bool db_prepared_statements = true;            // OTAHUB_DB_PREPARED_STATEMENTS
+    int refusal_retention_days = 90;               // OTAHUB_REFUSAL_RETENTION_DAYS (0 keep)
     std::uint64_t api_body_limit = 1024 * 1024;    // OTAHUB_API_BODY_LIMIT (bytes)
     std::uint64_t firmware_max_size = 2ULL * 1024 * 1024 * 1024;  // OTAHUB_FIRMWARE_MAX_SIZE
     int firmware_url_ttl_s = 86400;                               // OTAHUB_FIRMWARE_URL_TTL (s)

@@ -84,8 +84,9 @@ RefusalCounter& refusal_counter() {
     return counter;
 }
 
-TrustSync::TrustSync(db::Database& db, pki::TrustStore& store, net::asio::thread_pool& workers)
-    : db_(db), store_(store), workers_(workers) {
+TrustSync::TrustSync(db::Database& db, pki::TrustStore& store, net::asio::thread_pool& workers,
+                     int refusal_retention_days)
+    : db_(db), store_(store), workers_(workers), refusal_retention_days_(refusal_retention_days) {
     store_.set_refusal_observer([](const pki::Refusal& refusal) {
         refusal_counter().add(refusal.ca_id, refusal.org_id,
                               std::string(pki::to_string(refusal.reason)), "tls",
@@ -116,12 +117,34 @@ void TrustSync::flush_refusals() {
     }
 }
 
+std::int64_t TrustSync::prune_refusals() {
+    if (refusal_retention_days_ <= 0) return 0;
+    std::int64_t deleted = 0;
+    db_.run(
+        [&](db::Tx& tx) { deleted = db::handshake_refusals::prune(tx, refusal_retention_days_); });
+    if (deleted > 0) {
+        spdlog::info("trust: deleted {} refusal count row(s) older than {} days", deleted,
+                     refusal_retention_days_);
+    }
+    return deleted;
+}
+
 void TrustSync::run_flusher() {
     std::unique_lock lock{flusher_mutex_};
+    // The first prune runs one interval after start: a restart loop does not delete repeatedly.
+    auto next_prune = std::chrono::steady_clock::now() + kRefusalPruneInterval;
     while (!stopping_) {
         flusher_wake_.wait_for(lock, kRefusalFlushInterval, [this] { return stopping_; });
         lock.unlock();
         flush_refusals();
+        if (std::chrono::steady_clock::now() >= next_prune) {
+            next_prune = std::chrono::steady_clock::now() + kRefusalPruneInterval;
+            try {
+                prune_refusals();
+            } catch (const std::exception& e) {
+                spdlog::warn("trust: deleting old refusal counts failed: {}", e.what());
+            }
+        }
         lock.lock();
     }
 }

@@ -57,7 +57,10 @@ RefusalCounter& refusal_counter();
 /// certificate fingerprints. Reloads are whole and coalesced. Thread-safe.
 class TrustSync {
   public:
-    TrustSync(db::Database& db, pki::TrustStore& store, net::asio::thread_pool& workers);
+    /// `refusal_retention_days`: refusal rows older than that are deleted (checked hourly by the
+    /// flusher); 0 keeps them.
+    TrustSync(db::Database& db, pki::TrustStore& store, net::asio::thread_pool& workers,
+              int refusal_retention_days = 90);
     /// Stops the refusal flusher after a last flush.
     ~TrustSync();
     TrustSync(const TrustSync&) = delete;
@@ -73,8 +76,13 @@ class TrustSync {
     /// Writes the refusal counts gathered so far (also done every kRefusalFlushInterval).
     void flush_refusals();
 
+    /// Deletes refusal rows past the retention now (0 days: none); returns how many.
+    std::int64_t prune_refusals();
+
     /// How often refusal counts are written.
     static constexpr std::chrono::seconds kRefusalFlushInterval{2};
+    /// How often rows past the retention are deleted.
+    static constexpr std::chrono::hours kRefusalPruneInterval{1};
 
   private:
     void run_pending();
@@ -83,6 +91,7 @@ class TrustSync {
     db::Database& db_;
     pki::TrustStore& store_;
     net::asio::thread_pool& workers_;
+    int refusal_retention_days_;
     std::mutex mutex_;
     bool running_ = false;
     bool pending_ = false;

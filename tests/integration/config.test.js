@@ -108,6 +108,7 @@ test('a bad log level and other malformed values are refused, naming the setting
     OTAHUB_HANDSHAKE_TIMEOUT: '99999999999999999999',
     OTAHUB_DEVICE_TLS_RECORDS: 'boringssl',
     OTAHUB_DB_PREPARED_STATEMENTS: 'sometimes',
+    OTAHUB_REFUSAL_RETENTION_DAYS: '-1',
   };
   for (const [setting, value] of Object.entries(malformed)) {
     await expectRefused(['serve'], { ...goodEnv(), [setting]: value }, setting);
