@@ -131,8 +131,9 @@ std::int64_t TrustSync::prune_refusals() {
 
 void TrustSync::run_flusher() {
     std::unique_lock lock{flusher_mutex_};
-    // The first prune runs one interval after start: a restart loop does not delete repeatedly.
-    auto next_prune = std::chrono::steady_clock::now() + kRefusalPruneInterval;
+    // First prune on the first tick (a node restarted more often than hourly still prunes;
+    // deleting again is harmless), then hourly.
+    auto next_prune = std::chrono::steady_clock::now();
     while (!stopping_) {
         flusher_wake_.wait_for(lock, kRefusalFlushInterval, [this] { return stopping_; });
         lock.unlock();
