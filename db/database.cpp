@@ -15,12 +15,6 @@
 namespace otahub::db {
 namespace {
 
-std::mutex g_statements_mutex;
-std::vector<Statement>& registered_statements() {
-    static std::vector<Statement> all;
-    return all;
-}
-
 constexpr auto kAcquireTimeout = std::chrono::seconds(10);
 
 std::string constraint_message(const pqxx::unique_violation& e) {
@@ -201,26 +195,6 @@ struct Database::Impl {
             mark_unreachable(e.what());
             throw Unavailable(std::string("database unavailable: ") + e.what());
         }
-        std::vector<Statement> copy;
-        {
-            std::lock_guard lock{g_statements_mutex};
-            copy = registered_statements();
-        }
-        const auto id = watch(conn->sock(), timeouts.transaction.count() > 0
-                                                ? timeouts.transaction
-                                                : std::chrono::milliseconds(timeouts.connect));
-        try {
-            for (const auto& statement : copy) conn->prepare(statement.name, statement.sql);
-        } catch (const pqxx::broken_connection& e) {
-            const bool fired = unwatch(id);
-            if (!fired) mark_unreachable(e.what());
-            throw Unavailable(fired ? "database did not answer in time"
-                                    : std::string("database unavailable: ") + e.what());
-        } catch (...) {
-            unwatch(id);
-            throw;
-        }
-        if (unwatch(id)) throw Unavailable("database did not answer in time");
         return conn;
     }
 
@@ -331,17 +305,6 @@ Database::Database(std::string url, std::size_t pool_size, Timeouts timeouts,
 }
 
 Database::~Database() = default;
-
-void Database::register_statements(const std::vector<Statement>& list) {
-    std::lock_guard lock{g_statements_mutex};
-    for (const auto& statement : list) {
-        bool known = false;
-        for (const auto& existing : registered_statements()) {
-            if (existing.name == statement.name) known = true;
-        }
-        if (!known) registered_statements().push_back(statement);
-    }
-}
 
 namespace {
 

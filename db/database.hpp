@@ -7,7 +7,6 @@
 #include <string>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "server/common/api_error.hpp"
 
@@ -24,12 +23,6 @@ class Unavailable : public ApiError {
 class Conflict : public ApiError {
   public:
     explicit Conflict(std::string detail) : ApiError(ErrorCode::kConflict, std::move(detail)) {}
-};
-
-/// A prepared statement every pooled connection knows.
-struct Statement {
-    std::string name;
-    std::string sql;
 };
 
 class Tx;  // a transaction; defined in db/tx.hpp, used only by repositories
@@ -68,9 +61,6 @@ class Database {
     ~Database();
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
-
-    /// Registers statements prepared on every new connection (call before the first query).
-    static void register_statements(const std::vector<Statement>& statements);
 
     /// Runs `fn` in a transaction and commits; retries once on a serialization failure;
     /// translates driver errors into Unavailable / Conflict / ApiError.

@@ -39,8 +39,6 @@ class PreparedStatements {
         return &names_.emplace(sql, std::move(name)).first->second;
     }
 
-    std::size_t size() const { return names_.size(); }
-
   private:
     bool enabled_;
     std::unordered_map<std::string, std::string> names_;
