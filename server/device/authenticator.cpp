@@ -41,6 +41,13 @@ std::string refusal_code(const std::string& reason) {
     return "refused";
 }
 
+/// The `device_connected` event sent with the connection row (open_connection_and_notify adds
+/// the connection id).
+std::string connected_event(std::int64_t device_id, const std::string& node_id) {
+    return events::payload(events::kDeviceConnected,
+                           {{"device_id", device_id}, {"node_id", node_id}});
+}
+
 AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     const auto& leaf = request.leaf;
     const std::int64_t org_id = request.ca.org_id;
@@ -121,9 +128,7 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     // The connection row and its NOTIFY (sent at COMMIT) in one statement.
     result.connection_id = db::devices::open_connection_and_notify(
         tx, device->id, request.node_id, request.remote, leaf.fingerprint, request.ca.id,
-        known_certificate,
-        events::payload(events::kDeviceConnected,
-                        {{"device_id", device->id}, {"node_id", request.node_id}}));
+        known_certificate, connected_event(device->id, request.node_id));
     return result;
 }
 
@@ -157,8 +162,7 @@ std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest
     result.org_id = device.org_id;
     result.product_id = device.product_id;
     result.identifier = device.identifier;
-    const auto event = events::payload(events::kDeviceConnected,
-                                       {{"device_id", device.id}, {"node_id", request.node_id}});
+    const auto event = connected_event(device.id, request.node_id);
     db.autocommit([&](db::Tx& tx) {
         result.connection_id = db::devices::open_connection_and_notify(
             tx, device.id, request.node_id, request.remote, leaf.fingerprint, request.ca.id,
