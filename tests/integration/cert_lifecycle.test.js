@@ -286,6 +286,13 @@ test('CRL import for a custom CA: listed serial refused at connection, live sess
   const noCrl = await f.upgrade(leaf);
   assert.equal(noCrl.status, 403);
   assert.match(noCrl.headers['nh-connection-error-reason'], /no CRL imported/);
+  // A device never seen before is refused the same way, and nothing is provisioned for it.
+  const unseen = bare.issueLeaf({ cn: 'no-crl-unseen' });
+  const unseenRefused = await f.upgrade(unseen);
+  assert.equal(unseenRefused.status, 403);
+  assert.match(unseenRefused.headers['nh-connection-error-reason'], /no CRL imported/);
+  assert.equal((await f.api('GET', `${DEVICES}/no-crl-unseen`)).status, 404);
+  assert.equal((await f.api('GET', `${DEVICES}/no-crl-device`)).status, 200, 'the GET itself works');
   assert.equal((await f.api('PUT', policyUrl, { missing_crl: 'sometimes' })).status, 422);
   await f.api('PUT', policyUrl, { missing_crl: 'accept' });
   assert.equal((await f.upgrade(leaf)).status, 101);
