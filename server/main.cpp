@@ -12,6 +12,7 @@
 #include "server/app/config.hpp"
 #include "server/app/logging.hpp"
 #include "server/domain/accounts.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 
 namespace {
 
@@ -22,15 +23,17 @@ int run_migrate(const otahub::Config& config) {
     otahub::db::Migrator migrator{db};
     auto applied = migrator.migrate();
     if (applied.empty()) {
-        spdlog::info("database is up to date ({} migrations)", otahub::db::embedded_migrations().size());
+        spdlog::info("database is up to date ({} migrations)",
+                     otahub::db::embedded_migrations().size());
     } else {
         spdlog::info("applied {} migration(s)", applied.size());
     }
     return 0;
 }
 
-int run_create_user(const otahub::Config& config, const std::string& email, const std::string& password,
-                    const std::string& org_name, const std::string& name) {
+int run_create_user(const otahub::Config& config, const std::string& email,
+                    const std::string& password, const std::string& org_name,
+                    const std::string& name) {
     using namespace otahub;
     if (!valid_email(email)) {
         std::cerr << "otahubd: --email: not a valid address\n";
@@ -67,11 +70,13 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     CLI::App cli{"otahubd: the otahub OTA firmware hub server"};
     std::string config_path;
-    cli.add_option("--config", config_path, "TOML configuration file (OTAHUB_* variables override it)");
+    cli.add_option("--config", config_path,
+                   "TOML configuration file (OTAHUB_* variables override it)");
     cli.require_subcommand(0, 1);
     auto* serve = cli.add_subcommand("serve", "Run the hub (default)");
     auto* migrate = cli.add_subcommand("migrate", "Apply pending database migrations");
-    auto* create_user = cli.add_subcommand("create-user", "Create a user and make them admin of an org");
+    auto* create_user =
+        cli.add_subcommand("create-user", "Create a user and make them admin of an org");
     std::string email;
     std::string password;
     std::string org;
@@ -90,9 +95,9 @@ int main(int argc, char** argv) {
     const bool serving = !migrate->parsed() && !create_user->parsed();
     (void)serve;
     try {
-        config = otahub::load_config(config_path.empty() ? std::nullopt
-                                                         : std::optional<std::string>(config_path),
-                                     otahub::otahub_environment(), serving);
+        config = otahub::load_config(
+            config_path.empty() ? std::nullopt : std::optional<std::string>(config_path),
+            otahub::otahub_environment(), serving);
     } catch (const otahub::ConfigError& e) {
         std::cerr << "otahubd: configuration error: " << e.what() << "\n";
         return kConfigErrorExit;
@@ -102,6 +107,16 @@ int main(int argc, char** argv) {
     try {
         if (migrate->parsed()) return run_migrate(config);
         if (create_user->parsed()) return run_create_user(config, email, password, org, name);
+        // Before any thread uses OpenSSL (the App's database pool may already speak TLS).
+        if (config.openssl_ec_legacy) {
+            std::string why;
+            if (otahub::pki::use_legacy_ec_keys(&why) == otahub::pki::EcKeys::kLegacy) {
+                spdlog::info(
+                    "EC certificate keys: OpenSSL's built-in EC method (OTAHUB_OPENSSL_EC_KEYS)");
+            } else {
+                spdlog::warn("EC certificate keys stay with OpenSSL's providers: {}", why);
+            }
+        }
         otahub::App app{config};
         app.start();
         app.wait();

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "db/database.hpp"
 #include "db/migrator.hpp"
@@ -23,6 +24,7 @@
 #include "server/device/registry.hpp"
 #include "server/device/rotation.hpp"
 #include "server/device/trust_sync.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 #include "server/domain/pki/trust_store.hpp"
 #include "server/events/event_bus.hpp"
 #include "server/net/asio.hpp"
@@ -211,6 +213,15 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
                           "Devices joined to topic device on this node",
                           {},
                           static_cast<double>(impl->rollouts.local_devices())});
+        const pki::EcKeys ec_keys = pki::ec_keys_in_use();
+        for (const auto& [method, keys] : {std::pair{"legacy", pki::EcKeys::kLegacy},
+                                           std::pair{"provider", pki::EcKeys::kProvider}}) {
+            gauges.push_back({"otahub_openssl_ec_keys",
+                              "Which OpenSSL code decodes EC certificate keys (1: this one; "
+                              "OTAHUB_OPENSSL_EC_KEYS)",
+                              {{"method", method}},
+                              keys == ec_keys ? 1.0 : 0.0});
+        }
         try {
             auto counts =
                 impl->db.transact([](db::Tx& tx) { return db::rollouts::in_flight_counts(tx); });

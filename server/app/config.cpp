@@ -51,6 +51,7 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS", "rollout_sweep_interval_ms"},
     Setting{"OTAHUB_REUSE_PORT", "reuse_port"},
     Setting{"OTAHUB_DEVICE_TLS_RECORDS", "device_tls_records"},
+    Setting{"OTAHUB_OPENSSL_EC_KEYS", "openssl_ec_keys"},
     Setting{"OTAHUB_DRAIN_SECONDS", "drain_seconds"},
     Setting{"OTAHUB_CERT_ROTATION_GRACE", "cert_rotation_grace"},
     Setting{"OTAHUB_CERT_RENEW_WINDOW_DAYS", "cert_renew_window_days"},
@@ -160,6 +161,11 @@ void apply(Config& config, const std::string& setting, const std::string& value)
             throw ConfigError(setting + ": expected hub or openssl, got '" + value + "'");
         }
         config.device_tls_records_hub = value == "hub";
+    } else if (setting == "OTAHUB_OPENSSL_EC_KEYS") {
+        if (value != "legacy" && value != "provider") {
+            throw ConfigError(setting + ": expected legacy or provider, got '" + value + "'");
+        }
+        config.openssl_ec_legacy = value == "legacy";
     } else if (setting == "OTAHUB_DRAIN_SECONDS") {
         config.drain_seconds = static_cast<int>(parse_int(setting, value, 0, 600));
     } else if (setting == "OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS") {

@@ -19,6 +19,7 @@
 #include "server/domain/pki/ca_registration.hpp"
 #include "server/domain/pki/certificate.hpp"
 #include "server/domain/pki/crl.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 #include "server/domain/pki/managed_ca.hpp"
 #include "server/domain/pki/pki_error.hpp"
 
@@ -55,6 +56,13 @@ const pki::CertifiedKey& fuzz_ca() {
 const std::chrono::system_clock::time_point kNow{std::chrono::seconds{1798761600}};
 
 }  // namespace
+
+// otahubd decodes EC certificate keys through OpenSSL's built-in EC method by default
+// (OTAHUB_OPENSSL_EC_KEYS=legacy): fuzz that path.
+extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
+    check(pki::use_legacy_ec_keys() == pki::EcKeys::kLegacy);
+    return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size == 0) {

@@ -109,6 +109,7 @@ test('a bad log level and other malformed values are refused, naming the setting
     OTAHUB_DEVICE_TLS_RECORDS: 'boringssl',
     OTAHUB_DB_PREPARED_STATEMENTS: 'sometimes',
     OTAHUB_REFUSAL_RETENTION_DAYS: '-1',
+    OTAHUB_OPENSSL_EC_KEYS: 'fast',
   };
   for (const [setting, value] of Object.entries(malformed)) {
     await expectRefused(['serve'], { ...goodEnv(), [setting]: value }, setting);

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "server/domain/pki/ca_registration.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 
 namespace otahub::test_support {
 namespace {
@@ -253,7 +254,8 @@ std::shared_ptr<X509> build_cert(const CertSpec& spec, EVP_PKEY* subject_key, X5
             X509_add1_ext_i2d(cert.get(), NID_subject_alt_name, names.get(), 0, X509V3_ADD_DEFAULT),
             "subjectAltName");
     }
-    if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) {
+    const pki::EvpPkeyPtr signing_key{pki::key_for_signing(issuer_key)};
+    if (!signing_key || X509_sign(cert.get(), signing_key.get(), EVP_sha256()) <= 0) {
         fail("X509_sign");
     }
     return share(std::move(cert));
@@ -303,9 +305,9 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
 // ---- TestKey ----
 
 TestKey TestKey::generate() {
-    EVP_PKEY* key = EVP_EC_gen("P-256");
+    EVP_PKEY* key = pki::generate_ec_key("P-256");  // a provider key, as the hub's own are
     if (key == nullptr) {
-        fail("EVP_EC_gen");
+        fail("generate_ec_key");
     }
     return TestKey{std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free)};
 }
@@ -480,7 +482,8 @@ std::string TestPki::make_csr(const TestKey& key, std::string_view cn,
             fail("CSR subjectAltName");
         }
     }
-    if (X509_REQ_sign(request.get(), key.get(), EVP_sha256()) <= 0) {
+    const pki::EvpPkeyPtr signing_key{pki::key_for_signing(key.get())};
+    if (!signing_key || X509_REQ_sign(request.get(), signing_key.get(), EVP_sha256()) <= 0) {
         fail("X509_REQ_sign");
     }
     BioPtr bio{BIO_new(BIO_s_mem())};

@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -18,6 +19,7 @@
 #include "server/domain/crypto.hpp"
 #include "server/domain/pki/certificate.hpp"
 #include "server/domain/pki/crl.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 #include "server/domain/pki/managed_ca.hpp"
 #include "server/domain/pki/pki_error.hpp"
 #include "server/domain/pki/trust_store.hpp"
@@ -54,8 +56,12 @@ std::string refusal(Action&& action) {
 std::string name(PkiErrorReason reason) { return std::string(pki::to_string(reason)); }
 
 pki::EvpPkeyPtr generate_key(const char* type, const char* curve = nullptr) {
-    pki::EvpPkeyPtr key{curve != nullptr ? EVP_PKEY_Q_keygen(nullptr, nullptr, type, curve)
-                                         : EVP_PKEY_Q_keygen(nullptr, nullptr, type)};
+    // EC keys through pki::generate_ec_key, which works whether or not pki::use_legacy_ec_keys
+    // is on in this process.
+    pki::EvpPkeyPtr key{curve != nullptr && std::string_view(type) == "EC"
+                            ? pki::generate_ec_key(curve)
+                        : curve != nullptr ? EVP_PKEY_Q_keygen(nullptr, nullptr, type, curve)
+                                           : EVP_PKEY_Q_keygen(nullptr, nullptr, type)};
     if (!key) {
         throw std::runtime_error(std::string("cannot generate a test key: ") + type);
     }
@@ -94,7 +100,8 @@ pki::X509ReqPtr make_request(EVP_PKEY* key, const std::string& cn,
     X509_REQ_set_pubkey(request.get(), key);
     const int id = EVP_PKEY_get_base_id(key);
     const EVP_MD* md = id == EVP_PKEY_ED25519 || id == EVP_PKEY_ED448 ? nullptr : EVP_sha256();
-    if (X509_REQ_sign(request.get(), key, md) <= 0) {
+    const pki::EvpPkeyPtr signing_key{pki::key_for_signing(key)};
+    if (!signing_key || X509_REQ_sign(request.get(), signing_key.get(), md) <= 0) {
         throw std::runtime_error("X509_REQ_sign");
     }
     if (swap_key_after_signing != nullptr) {
@@ -742,7 +749,8 @@ TEST_F(PkiCrl, RefusesDeltaCrls) {
     ASSERT_EQ(ASN1_INTEGER_set(base.get(), 1), 1);
     ASSERT_EQ(X509_CRL_add1_ext_i2d(crl.get(), NID_delta_crl, base.get(), 1, X509V3_ADD_DEFAULT),
               1);
-    const pki::EvpPkeyPtr key = read_key(root_->private_key_pem);
+    const pki::EvpPkeyPtr key{pki::key_for_signing(read_key(root_->private_key_pem).get())};
+    ASSERT_TRUE(key);
     ASSERT_GT(X509_CRL_sign(crl.get(), key.get(), EVP_sha256()), 0);
     unsigned char* out = nullptr;
     const int length = i2d_X509_CRL(crl.get(), &out);

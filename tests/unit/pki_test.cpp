@@ -24,6 +24,7 @@
 #include "server/common/api_error.hpp"
 #include "server/domain/pki/ca_registration.hpp"
 #include "server/domain/pki/certificate.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 #include "server/domain/pki/trust_store.hpp"
 #include "tests/support/test_pki.hpp"
 
@@ -276,7 +277,8 @@ TEST(PkiCertificate, ClampsValidityBeyondTheClockRange) {
     pki::X509Ptr forever{X509_dup(leaf.x509())};
     ASSERT_TRUE(forever);
     ASSERT_EQ(ASN1_TIME_set_string(X509_getm_notAfter(forever.get()), "99991231235959Z"), 1);
-    ASSERT_GT(X509_sign(forever.get(), root.key().get(), EVP_sha256()), 0);
+    const pki::EvpPkeyPtr key{pki::key_for_signing(root.key().get())};
+    ASSERT_GT(X509_sign(forever.get(), key.get(), EVP_sha256()), 0);
     const auto cert = Certificate::from_x509(std::move(forever));
     ASSERT_TRUE(cert);
     EXPECT_EQ(cert->facts().not_after, Clock::time_point::max());
@@ -411,7 +413,8 @@ TEST_F(PkiCaRegistration, RefusesExpiredVerificationCertificate) {
     pki::X509Ptr expired{X509_dup(ca_.issue_verification_cert(token_).x509())};
     ASSERT_TRUE(expired);
     ASSERT_TRUE(ASN1_TIME_set(X509_getm_notAfter(expired.get()), Clock::to_time_t(now_ - 1h)));
-    ASSERT_GT(X509_sign(expired.get(), ca_.key().get(), EVP_sha256()), 0);
+    const pki::EvpPkeyPtr key{pki::key_for_signing(ca_.key().get())};
+    ASSERT_GT(X509_sign(expired.get(), key.get(), EVP_sha256()), 0);
     const auto expired_pem = Certificate::from_x509(std::move(expired))->pem();
     expect_refused(validate(ca_.cert_pem(), expired_pem), CaRegistrationError::kVerificationExpired,
                    "verification_cert");

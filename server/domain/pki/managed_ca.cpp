@@ -18,6 +18,7 @@
 #include "server/domain/crypto.hpp"
 #include "server/domain/pki/asn1_support.hpp"
 #include "server/domain/pki/crl.hpp"
+#include "server/domain/pki/ec_keys.hpp"
 
 namespace otahub::pki {
 namespace {
@@ -102,9 +103,9 @@ std::string key_pem(EVP_PKEY* key) {
 }
 
 EvpPkeyPtr generate_p256_key() {
-    EvpPkeyPtr key{EVP_EC_gen("P-256")};
+    EvpPkeyPtr key{generate_ec_key("P-256")};
     if (!key) {
-        openssl_failure("EVP_EC_gen");
+        openssl_failure("generate_ec_key");
     }
     return key;
 }
@@ -302,7 +303,9 @@ Certificate build_certificate(const X509_NAME* subject, EVP_PKEY* subject_key, X
     add_extension(cert.get(), NID_authority_key_identifier, akid.get(), false,
                   "authorityKeyIdentifier");
 
-    if (X509_sign(cert.get(), issuer_key, detail::signing_digest(issuer_key)) <= 0) {
+    const EvpPkeyPtr signing_key{key_for_signing(issuer_key)};
+    if (!signing_key ||
+        X509_sign(cert.get(), signing_key.get(), detail::signing_digest(issuer_key)) <= 0) {
         openssl_failure("X509_sign");
     }
     // Re-read from DER, so the facts describe exactly the bytes devices will see.
@@ -692,7 +695,9 @@ IssuedCrl issue_crl(const CertifiedKey& ca, const std::vector<RevokedCertificate
         X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number_value.get(), 0, X509V3_ADD_DEFAULT),
         "CRL cRLNumber");
 
-    if (X509_CRL_sign(crl.get(), signer.key.get(), detail::signing_digest(signer.key.get())) <= 0) {
+    const EvpPkeyPtr signing_key{key_for_signing(signer.key.get())};
+    if (!signing_key || X509_CRL_sign(crl.get(), signing_key.get(),
+                                      detail::signing_digest(signer.key.get())) <= 0) {
         openssl_failure("X509_CRL_sign");
     }
     IssuedCrl issued;

@@ -1,0 +1,207 @@
+// pki::use_legacy_ec_keys: certificate keys decoded through OpenSSL's built-in EC method must be
+// the same keys, refuse what the provider path refuses, and carry mutual TLS with resumption.
+// The switch is process-wide, so every test here turns it on first.
+#include "server/domain/pki/ec_keys.hpp"
+
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/domain/pki/openssl_ptr.hpp"
+#include "server/domain/pki/trust_store.hpp"
+#include "tests/support/test_pki.hpp"
+
+namespace otahub::pki {
+namespace {
+
+using test_support::TestCa;
+using test_support::TestCert;
+using test_support::TestKey;
+using test_support::TestPki;
+
+void turn_on() {
+    std::string why;
+    ASSERT_EQ(use_legacy_ec_keys(&why), EcKeys::kLegacy) << why;
+}
+
+X509Ptr decode(const std::vector<std::uint8_t>& der) {
+    const unsigned char* p = der.data();
+    return X509Ptr{d2i_X509(nullptr, &p, static_cast<long>(der.size()))};
+}
+
+EvpPkeyPtr read_private_key(const std::string& pem) {
+    const BioPtr bio{BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()))};
+    return EvpPkeyPtr{PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr)};
+}
+
+std::vector<std::uint8_t> public_key_der(EVP_PKEY* key) {
+    unsigned char* out = nullptr;
+    const int len = i2d_PUBKEY(key, &out);
+    std::vector<std::uint8_t> der(out, out + std::max(len, 0));
+    OPENSSL_free(out);
+    return der;
+}
+
+TEST(PkiEcKeys, CertificateKeysComeFromTheBuiltInMethodAndAreTheSameKeys) {
+    turn_on();
+    EXPECT_EQ(ec_keys_in_use(), EcKeys::kLegacy);
+    EXPECT_EQ(use_legacy_ec_keys(), EcKeys::kLegacy);  // a second call changes nothing
+
+    const TestCa root = TestPki::make_root("EC Root");
+    const TestCert leaf = root.issue_leaf({.cn = "device-ec"});
+    const X509Ptr decoded = decode(leaf.der());
+    ASSERT_TRUE(decoded);
+    EVP_PKEY* key = X509_get0_pubkey(decoded.get());
+    ASSERT_NE(key, nullptr);
+    // A private key read from PEM stays with the providers; the decoded certificate key names
+    // the built-in method.
+    const EvpPkeyPtr provided = read_private_key(TestKey::generate().private_pem());
+    ASSERT_TRUE(provided);
+    ASSERT_NE(EVP_PKEY_get0_description(provided.get()), nullptr);
+    ASSERT_NE(EVP_PKEY_get0_description(key), nullptr);
+    EXPECT_STRNE(EVP_PKEY_get0_description(key), EVP_PKEY_get0_description(provided.get()));
+    EXPECT_STREQ(EVP_PKEY_get0_type_name(key), "EC");
+    EXPECT_EQ(EVP_PKEY_get_bits(key), 256);
+    // The same key as the one the certificate was issued with, and the same encoding.
+    EXPECT_EQ(EVP_PKEY_eq(key, X509_get0_pubkey(leaf.x509())), 1);
+    EXPECT_EQ(public_key_der(key), public_key_der(X509_get0_pubkey(leaf.x509())));
+    // The issuer's signature checks out with the CA's decoded key.
+    const X509Ptr ca = decode(root.der());
+    ASSERT_TRUE(ca);
+    EXPECT_EQ(X509_verify(decoded.get(), X509_get0_pubkey(ca.get())), 1);
+    EXPECT_EQ(X509_verify(ca.get(), X509_get0_pubkey(decoded.get())), 0);
+}
+
+TEST(PkiEcKeys, PointOffTheCurveLeavesTheCertificateWithoutAKey) {
+    turn_on();
+    const TestCert leaf = TestPki::make_root("EC Root").issue_leaf();
+    std::vector<std::uint8_t> der = leaf.der();
+    // The uncompressed point (0x04, X, Y) ends the SubjectPublicKeyInfo; change Y's last byte.
+    const std::vector<std::uint8_t> spki = public_key_der(X509_get0_pubkey(leaf.x509()));
+    ASSERT_GE(spki.size(), 65U);
+    const auto point = std::search(der.begin(), der.end(), spki.end() - 65, spki.end());
+    ASSERT_NE(point, der.end());
+    point[64] ^= 0x01;
+    const X509Ptr decoded = decode(der);
+    ASSERT_TRUE(decoded);                                 // the structure still parses ...
+    EXPECT_EQ(X509_get0_pubkey(decoded.get()), nullptr);  // ... but no key comes out of it
+}
+
+TEST(PkiEcKeys, SignaturesVerifyAndAlteredMessagesDoNot) {
+    turn_on();
+    // Signed by a provider key (as the hub's keys are, read from PEM), checked with the built-in
+    // one.
+    const EvpPkeyPtr signer_key = read_private_key(TestKey::generate().private_pem());
+    ASSERT_TRUE(signer_key);
+    EVP_PKEY* signer = signer_key.get();
+    const std::vector<std::uint8_t> spki = public_key_der(signer);
+    const unsigned char* p = spki.data();
+    const EvpPkeyPtr verifier{d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size()))};
+    ASSERT_TRUE(verifier);
+    EXPECT_STRNE(EVP_PKEY_get0_description(verifier.get()), EVP_PKEY_get0_description(signer));
+
+    const std::string message = "firmware 1.2.3";
+    const EvpMdCtxPtr sign_ctx{EVP_MD_CTX_new()};
+    ASSERT_EQ(EVP_DigestSignInit(sign_ctx.get(), nullptr, EVP_sha256(), nullptr, signer), 1);
+    std::size_t sig_len = 0;
+    ASSERT_EQ(
+        EVP_DigestSign(sign_ctx.get(), nullptr, &sig_len,
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size()),
+        1);
+    std::vector<unsigned char> sig(sig_len);
+    ASSERT_EQ(
+        EVP_DigestSign(sign_ctx.get(), sig.data(), &sig_len,
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size()),
+        1);
+    sig.resize(sig_len);
+
+    const auto verify = [&](const std::string& text) {
+        const EvpMdCtxPtr ctx{EVP_MD_CTX_new()};
+        if (EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha256(), nullptr, verifier.get()) != 1) {
+            return -1;
+        }
+        return EVP_DigestVerify(ctx.get(), sig.data(), sig.size(),
+                                reinterpret_cast<const unsigned char*>(text.data()), text.size());
+    };
+    EXPECT_EQ(verify(message), 1);
+    EXPECT_EQ(verify("firmware 1.2.4"), 0);
+}
+
+// Mutual TLS against the hub's own client verification, tickets on as the device endpoint has
+// them: accepted, resumed, and the refusals still refuse.
+class PkiEcKeysHandshake : public ::testing::Test {
+  protected:
+    void SetUp() override { turn_on(); }
+
+    const TestCa server_root_ = TestPki::make_root("EC Server Root");
+    const TestCert server_cert_ = server_root_.issue_server_cert();
+    const TestCa device_root_ = TestPki::make_root("EC Device Root", {.organization = "Org A"});
+    TrustStore store_;
+    SslCtxPtr server_ctx_;
+
+    test_support::HandshakeOutcome connect(const TestCert& client, SSL_SESSION* resume = nullptr) {
+        if (!server_ctx_) {
+            store_.replace(TrustSnapshot::build({.cas = {device_root_.registered(1, 10)}}));
+            server_ctx_ = test_support::make_server_ctx(server_cert_);
+            install_client_verification(server_ctx_.get(), store_.provider());
+            SSL_CTX_clear_options(server_ctx_.get(), SSL_OP_NO_TICKET);
+            SSL_CTX_set_num_tickets(server_ctx_.get(), 1);
+        }
+        client_ctx_ =
+            test_support::make_client_ctx(test_support::TlsVersion::kTls13, server_root_, &client);
+        return test_support::run_memory_handshake(server_ctx_.get(), client_ctx_.get(), resume);
+    }
+
+  private:
+    SslCtxPtr client_ctx_;
+};
+
+TEST_F(PkiEcKeysHandshake, AcceptsThenResumesARegisteredDevice) {
+    const TestCert leaf = device_root_.issue_leaf({.cn = "device-1"});
+    const auto first = connect(leaf);
+    ASSERT_TRUE(first.server_ok) << first.server_error;
+    ASSERT_TRUE(first.client_ok) << first.client_received_alert_text;
+    const auto result = verification_result(first.server.get());
+    ASSERT_TRUE(result);
+    EXPECT_TRUE(result->ok());
+    ASSERT_TRUE(result->ca);
+    EXPECT_EQ(result->ca->id, 1);
+    EXPECT_EQ(SSL_session_reused(first.server.get()), 0);
+    const std::unique_ptr<SSL_SESSION, decltype(&SSL_SESSION_free)> session{
+        SSL_get1_session(first.client.get()), SSL_SESSION_free};
+    ASSERT_TRUE(session);
+    ASSERT_EQ(SSL_SESSION_is_resumable(session.get()), 1);
+
+    const auto second = connect(leaf, session.get());
+    ASSERT_TRUE(second.server_ok) << second.server_error;
+    EXPECT_EQ(SSL_session_reused(second.server.get()), 1);
+    // The certificate came back out of the ticket, decoded through the built-in method too.
+    const X509* peer = SSL_get0_peer_certificate(second.server.get());
+    ASSERT_NE(peer, nullptr);
+    EXPECT_EQ(X509_cmp(peer, leaf.x509()), 0);
+    EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(peer), X509_get0_pubkey(leaf.x509())), 1);
+}
+
+TEST_F(PkiEcKeysHandshake, RefusesAForgedSignatureAndAnUnknownCa) {
+    // Same issuer name, no key identifier to tell them apart: only the signature can.
+    const TestCa rogue_root = TestPki::make_root("EC Device Root", {.organization = "Org A"});
+    const auto forged = connect(rogue_root.issue_leaf({.cn = "device-1", .aki = false}));
+    EXPECT_FALSE(forged.server_ok);
+    EXPECT_EQ(forged.client_received_alert, SSL_AD_DECRYPT_ERROR);
+    ASSERT_TRUE(verification_result(forged.server.get()));
+    EXPECT_EQ(verification_result(forged.server.get())->status, VerifyStatus::kBadSignature);
+
+    const auto unknown = connect(TestPki::make_root("Elsewhere").issue_leaf({.cn = "device-2"}));
+    EXPECT_FALSE(unknown.server_ok);
+    EXPECT_EQ(unknown.client_received_alert, SSL_AD_UNKNOWN_CA);
+}
+
+}  // namespace
+}  // namespace otahub::pki
