@@ -388,6 +388,8 @@ function hubEnv(extra = {}) {
     ...(process.env.BENCH_TLS_RECORDS ? { OTAHUB_DEVICE_TLS_RECORDS: process.env.BENCH_TLS_RECORDS } : {}),
     // BENCH_DB_PREPARED=false: every statement unprepared (OTAHUB_DB_PREPARED_STATEMENTS), for A/B runs.
     ...(process.env.BENCH_DB_PREPARED ? { OTAHUB_DB_PREPARED_STATEMENTS: process.env.BENCH_DB_PREPARED } : {}),
+    // BENCH_EC_KEYS=provider: EC certificate keys decoded by OpenSSL's providers (OTAHUB_OPENSSL_EC_KEYS), for A/B runs.
+    ...(process.env.BENCH_EC_KEYS ? { OTAHUB_OPENSSL_EC_KEYS: process.env.BENCH_EC_KEYS } : {}),
     ...extra,
   };
 }
