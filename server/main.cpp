@@ -108,7 +108,8 @@ int main(int argc, char** argv) {
         if (migrate->parsed()) return run_migrate(config);
         if (create_user->parsed()) return run_create_user(config, email, password, org, name);
         // Before any thread uses OpenSSL (the App's database pool may already speak TLS).
-        if (config.openssl_ec_legacy) {
+        if (config.openssl_ec_keys == "legacy" ||
+            (config.openssl_ec_keys == "auto" && otahub::pki::legacy_ec_keys_pay_off())) {
             std::string why;
             if (otahub::pki::use_legacy_ec_keys(&why) == otahub::pki::EcKeys::kLegacy) {
                 spdlog::info(
@@ -116,6 +117,10 @@ int main(int argc, char** argv) {
             } else {
                 spdlog::warn("EC certificate keys stay with OpenSSL's providers: {}", why);
             }
+        } else if (config.openssl_ec_keys == "auto") {
+            spdlog::info(
+                "EC certificate keys: OpenSSL's providers (this OpenSSL caches its "
+                "decoders; OTAHUB_OPENSSL_EC_KEYS)");
         }
         otahub::App app{config};
         app.start();

@@ -162,10 +162,10 @@ void apply(Config& config, const std::string& setting, const std::string& value)
         }
         config.device_tls_records_hub = value == "hub";
     } else if (setting == "OTAHUB_OPENSSL_EC_KEYS") {
-        if (value != "legacy" && value != "provider") {
-            throw ConfigError(setting + ": expected legacy or provider, got '" + value + "'");
+        if (value != "auto" && value != "legacy" && value != "provider") {
+            throw ConfigError(setting + ": expected auto, legacy or provider, got '" + value + "'");
         }
-        config.openssl_ec_legacy = value == "legacy";
+        config.openssl_ec_keys = value;
     } else if (setting == "OTAHUB_DRAIN_SECONDS") {
         config.drain_seconds = static_cast<int>(parse_int(setting, value, 0, 600));
     } else if (setting == "OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS") {

@@ -55,9 +55,10 @@ struct Config {
     // OTAHUB_DEVICE_TLS_RECORDS: "hub" (default) runs TLS 1.3 records itself after the handshake
     // and frees OpenSSL's connection state; "openssl" leaves them to OpenSSL.
     bool device_tls_records_hub = true;
-    // OTAHUB_OPENSSL_EC_KEYS: "legacy" (default) decodes EC certificate keys with OpenSSL's
-    // built-in EC method (pki::use_legacy_ec_keys); "provider" leaves OpenSSL 3's default.
-    bool openssl_ec_legacy = true;
+    // OTAHUB_OPENSSL_EC_KEYS: "legacy" decodes EC certificate keys with OpenSSL's built-in EC
+    // method (pki::use_legacy_ec_keys); "provider" leaves OpenSSL 3's default; "auto" (default)
+    // is legacy where that pays (pki::legacy_ec_keys_pay_off: OpenSSL before 3.2).
+    std::string openssl_ec_keys = "auto";
     int drain_seconds = 10;             // OTAHUB_DRAIN_SECONDS
     int cert_rotation_grace_s = 86400;  // OTAHUB_CERT_ROTATION_GRACE (s)
     int cert_renew_window_days = 30;    // OTAHUB_CERT_RENEW_WINDOW_DAYS

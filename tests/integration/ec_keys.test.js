@@ -1,12 +1,21 @@
 'use strict';
-// Which OpenSSL code decodes EC certificate keys (OTAHUB_OPENSSL_EC_KEYS, issue 8): by default the
-// hub routes them through OpenSSL's built-in EC method (OpenSSL 3.0's provider decoders cost
-// ~130 µs per certificate); "provider" leaves OpenSSL's default. Either way a never-seen device is
-// provisioned and joins, a registered one reconnects, and an unknown CA is refused. The rest of
-// the suite (resumption, revocation, CRLs, TLS policy) runs with the default.
+// Which OpenSSL code decodes EC certificate keys (OTAHUB_OPENSSL_EC_KEYS, issue 8): "legacy" routes
+// them through OpenSSL's built-in EC method (OpenSSL 3.0's provider decoders cost ~130 µs per
+// certificate); "provider" leaves OpenSSL's default; "auto", the default, is legacy before OpenSSL
+// 3.2. Either way a never-seen device is provisioned and joins, a registered one reconnects, and
+// an unknown CA is refused. The rest of the suite (resumption, revocation, CRLs, TLS policy) runs
+// with the default, which is legacy on Debian 12 (OpenSSL 3.0).
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
 const { startDeviceFixture } = require('../e2e/lib/device_fixture');
+
+/** Whether the system OpenSSL (the one otahubd links) predates 3.2: "OpenSSL 3.0.19 27 Jan 2026". */
+function opensslBefore32() {
+  const [major, minor] = execFileSync('openssl', ['version'], { encoding: 'utf8' })
+    .split(' ')[1].split('.').map(Number);
+  return major < 3 || (major === 3 && minor < 2);
+}
 
 const fixtures = [];
 
@@ -48,8 +57,18 @@ async function servesDevices(f, name) {
   assert.equal(refused.alert, 'unknown ca', refused.error);
 }
 
-test('default: EC certificate keys go through the built-in method, devices are served', async () => {
+test('default (auto): the built-in method before OpenSSL 3.2, the providers after; devices are served', async () => {
   const f = await startDeviceFixture({ env: {} });
+  fixtures.push(f);
+  const legacy = opensslBefore32();
+  assert.deepEqual(await methods(f), { legacy: legacy ? 1 : 0, provider: legacy ? 0 : 1 });
+  assert.match(f.hub.log(), legacy ? /EC certificate keys: OpenSSL's built-in EC method/
+    : /EC certificate keys: OpenSSL's providers/);
+  await servesDevices(f, 'auto');
+});
+
+test('OTAHUB_OPENSSL_EC_KEYS=legacy: the built-in method, devices are served', async () => {
+  const f = await startDeviceFixture({ env: { OTAHUB_OPENSSL_EC_KEYS: 'legacy' } });
   fixtures.push(f);
   assert.deepEqual(await methods(f), { legacy: 1, provider: 0 });
   assert.match(f.hub.log(), /EC certificate keys: OpenSSL's built-in EC method/);

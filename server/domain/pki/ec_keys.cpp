@@ -1,5 +1,6 @@
 #include "server/domain/pki/ec_keys.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/engine.h>
 #include <openssl/err.h>
@@ -95,6 +96,8 @@ EcKeys use_legacy_ec_keys(std::string* why) {
 }
 
 EcKeys ec_keys_in_use() { return g_in_use.load(); }
+
+bool legacy_ec_keys_pay_off() { return OpenSSL_version_num() < 0x30200000UL; }
 
 EVP_PKEY* generate_ec_key(const char* curve) {
     // OpenSSL maps the name "EC" to its EC type and from there to the registered ENGINE; the

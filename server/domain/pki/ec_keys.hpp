@@ -30,6 +30,11 @@ EcKeys use_legacy_ec_keys(std::string* why = nullptr);
 /// What `use_legacy_ec_keys` put in force (kProvider until it succeeded).
 EcKeys ec_keys_in_use();
 
+/// Whether the running OpenSSL rebuilds its decoders for every key, which is what
+/// `use_legacy_ec_keys` avoids: true before OpenSSL 3.2, whose decoder cache makes the provider
+/// path fast as well.
+bool legacy_ec_keys_pay_off();
+
 /// A fresh EC key on `curve` ("P-256", "P-384") made by OpenSSL's default provider, whichever
 /// method is in force: a key made by the built-in method cannot sign certificates under OpenSSL
 /// 3.0 (X509_sign: "command not supported"), and `EVP_EC_gen` makes one once
