@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -38,6 +40,45 @@ class Receiver final : public pqxx::notification_receiver {
   private:
     const std::function<void(const std::string&)>& callback_;
 };
+
+// Runs `SELECT 1` on `conn`; when no answer comes within `timeout`, shuts the socket down (not
+// close(): the descriptor stays libpq's) so that the query fails instead of waiting forever.
+void probe(pqxx::connection& conn, std::chrono::milliseconds timeout) {
+    std::mutex mutex;
+    std::condition_variable answered;
+    bool done = false;
+    std::atomic<bool> fired{false};
+    std::thread watchdog;
+    if (timeout.count() > 0) {
+        watchdog = std::thread([&, socket = conn.sock()] {
+            std::unique_lock lock{mutex};
+            if (!answered.wait_for(lock, timeout, [&] { return done; })) {
+                fired = true;
+                ::shutdown(socket, SHUT_RDWR);
+            }
+        });
+    }
+    const auto finish = [&] {
+        {
+            const std::lock_guard lock{mutex};
+            done = true;
+        }
+        answered.notify_all();
+        if (watchdog.joinable()) watchdog.join();
+    };
+    try {
+        pqxx::nontransaction tx{conn};
+        tx.exec("SELECT 1");
+    } catch (...) {
+        finish();
+        if (fired) {
+            throw pqxx::broken_connection("no answer to the liveness probe within " +
+                                          std::to_string(timeout.count()) + " ms");
+        }
+        throw;
+    }
+    finish();
+}
 
 }  // namespace
 
@@ -81,9 +122,17 @@ struct NotificationListener::Impl {
                     }
                 }
                 first = false;
+                auto heard = std::chrono::steady_clock::now();
                 while (!stopping) {
-                    conn.await_notification(0, 250'000);
+                    if (conn.await_notification(0, 250'000) > 0) {
+                        heard = std::chrono::steady_clock::now();
+                    }
                     if (!conn.is_open()) throw pqxx::broken_connection("connection lost");
+                    if (options.probe_interval.count() > 0 &&
+                        std::chrono::steady_clock::now() - heard >= options.probe_interval) {
+                        probe(conn, options.probe_timeout);
+                        heard = std::chrono::steady_clock::now();
+                    }
                 }
             } catch (const std::exception& e) {
                 connected = false;

@@ -35,6 +35,13 @@ struct ListenerOptions {
     std::chrono::milliseconds min_backoff{100};
     /// Longest reconnection delay.
     std::chrono::milliseconds max_backoff{5000};
+    /// After this long without a notification the listener asks the server something (`SELECT
+    /// 1`): a black-holed or half-open link never wakes a connection that only waits, and
+    /// notifications would stop without anything noticing. Zero: never.
+    std::chrono::milliseconds probe_interval{std::chrono::seconds(10)};
+    /// How long that question may go unanswered before the connection is dropped and made again
+    /// (reloading state through `on_connected`). Zero: no limit.
+    std::chrono::milliseconds probe_timeout{std::chrono::seconds(15)};
 };
 
 /// A dedicated PostgreSQL connection doing LISTEN on its own thread, reconnecting with backoff.

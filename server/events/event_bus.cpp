@@ -16,7 +16,8 @@ void publish(db::Tx& tx, std::string_view kind, nlohmann::json data) {
     db::notify(tx, payload(kind, std::move(data)));
 }
 
-EventBus::EventBus(std::string database_url) : url_(std::move(database_url)) {}
+EventBus::EventBus(std::string database_url, std::chrono::milliseconds probe_timeout)
+    : url_(std::move(database_url)), probe_timeout_(probe_timeout) {}
 
 EventBus::~EventBus() { stop(); }
 
@@ -32,6 +33,7 @@ void EventBus::start() {
     if (listener_) return;
     db::ListenerOptions options;
     options.url = url_;
+    options.probe_timeout = probe_timeout_;
     options.on_notification = [this](const std::string& payload) { dispatch(payload); };
     options.on_connected = [this](bool first) {
         for (const auto& callback : connected_callbacks_) {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -50,8 +51,11 @@ using Handler = std::function<void(const nlohmann::json& event)>;
 /// The receiving side on one node: one LISTEN connection, handlers by kind.
 class EventBus {
   public:
-    /// A bus listening on the database at `database_url`.
-    explicit EventBus(std::string database_url);
+    /// A bus listening on the database at `database_url`. Its connection is probed after 10 s
+    /// without a notification and made again when the probe has no answer within
+    /// `probe_timeout` (zero: no limit), so a half-open link does not silence the bus.
+    explicit EventBus(std::string database_url,
+                      std::chrono::milliseconds probe_timeout = std::chrono::seconds(15));
     ~EventBus();
     EventBus(const EventBus&) = delete;
     EventBus& operator=(const EventBus&) = delete;
@@ -72,6 +76,7 @@ class EventBus {
 
   private:
     std::string url_;
+    std::chrono::milliseconds probe_timeout_;
     std::multimap<std::string, Handler> handlers_;
     std::vector<std::function<void(bool)>> connected_callbacks_;
     std::unique_ptr<db::NotificationListener> listener_;

@@ -138,3 +138,29 @@ test('half-open link (black hole): API requests and /readyz end in 503 within a 
   assert.match(env.hub.log(), /database unreachable \((no answer within the transaction deadline|.*timeout expired)/);
   assert.match(env.hub.log(), /database reachable again/);
 });
+
+test('half-open link (black hole): the event listener notices, reconnects when the link returns, and events flow again', {
+  timeout: 120000,
+}, async (t) => {
+  // A LISTEN connection that only waits is never woken by a black hole: after 10 s without a
+  // notification the listener asks the server something, and drops the connection when no answer
+  // comes within the transaction deadline (db/notifications.cpp). Without that, notifications from
+  // other nodes would stop for good on this one, with nothing noticing.
+  const from = env.hub.log().length;
+  const since = () => env.hub.log().slice(from);
+  const started = Date.now();
+  env.proxy.setMode('blackhole');
+  try {
+    await eventually(() => /event listener disconnected \(no answer to the liveness probe/.test(since()),
+      'the event listener noticing the black hole', 10000 + 1000 * TRANSACTION_TIMEOUT_S + 5000, 250);
+    t.diagnostic(`black hole noticed by the event listener after ${Date.now() - started} ms`);
+  } finally {
+    env.proxy.setMode('up');
+  }
+  await eventually(() => /event listener reconnected/.test(since()), 'the event listener reconnecting', 30000, 250);
+  // A push travels through NOTIFY only: it reaches the device once the listener is back.
+  await eventually(async () => (await env.fx.api('POST', '/api/orgs/acme/products/demo/devices/link-1/identify')).status === 200,
+    'the identify request after the black hole', 30000, 500);
+  await device.waitForPush('identify', 5000);
+  assert.ok(device.isConnected());
+});

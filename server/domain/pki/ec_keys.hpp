@@ -36,17 +36,16 @@ EcKeys ec_keys_in_use();
 bool legacy_ec_keys_pay_off();
 
 /// A fresh EC key on `curve` ("P-256", "P-384") made by OpenSSL's default provider, whichever
-/// method is in force: a key made by the built-in method cannot sign certificates under OpenSSL
-/// 3.0 (X509_sign: "command not supported"), and `EVP_EC_gen` makes one once
-/// `use_legacy_ec_keys` is on. The caller owns the key; nullptr on failure (OpenSSL's error queue
-/// says why).
+/// method is in force: once `use_legacy_ec_keys` is on, `EVP_EC_gen("P-256")` goes to the
+/// built-in method, which knows no NIST curve names ("invalid curve"). The caller owns the key;
+/// nullptr on failure (OpenSSL's error queue says why).
 EVP_PKEY* generate_ec_key(const char* curve);
 
 /// `key`, made fit to sign certificates, CRLs and CSRs (X509_sign and the like): once
 /// `use_legacy_ec_keys` is on, OpenSSL 3.0 gives every EC key a context of the built-in method,
 /// and a provider key then cannot produce its AlgorithmIdentifier ("command not supported"), so an
 /// EC provider key is copied into a built-in one. Any other key comes back as is. Returns a new
-/// reference the caller frees; nullptr on failure (e.g. an EC key without its private half).
+/// reference the caller frees; nullptr on failure.
 EVP_PKEY* key_for_signing(EVP_PKEY* key);
 
 }  // namespace otahub::pki
