@@ -1,6 +1,10 @@
 #include "db/repositories/devices_repository.hpp"
 
+#include <string_view>
+
 #include "db/notifications.hpp"
+#include "db/repositories/managed_ca_repository.hpp"
+#include "db/repositories/rollouts_repository.hpp"
 #include "db/tx.hpp"
 
 namespace otahub::db::devices {
@@ -193,17 +197,23 @@ void soft_delete(Tx& tx, std::int64_t id) {
     tx->exec_params0("UPDATE devices SET deleted_at = now(), updated_at = now() WHERE id = $1", id);
 }
 
-void record_join(Tx& tx, std::int64_t id, const FirmwareReport& report) {
-    tx->exec_params0(
-        "UPDATE devices SET firmware_uuid = $2, version = $3, platform = $4, architecture = $5, "
-        "firmware_product = $6, firmware_metadata = $7::jsonb, device_api_version = $8, "
-        "firmware_validation_status = $9, firmware_auto_revert_detected = $10, "
-        "currently_downloading_uuid = $11, last_seen_at = now(), updated_at = now() "
-        "WHERE id = $1",
+JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
+                      const std::string& fingerprint, std::int64_t ca_id) {
+    // The UPDATE runs whether or not the outer SELECT reads it (PostgreSQL always completes
+    // data-modifying CTEs); the two facts read tables it does not touch.
+    const auto row = tx->exec_params1(
+        "WITH joined AS (UPDATE devices SET firmware_uuid = $2, version = $3, platform = $4, "
+        "architecture = $5, firmware_product = $6, firmware_metadata = $7::jsonb, "
+        "device_api_version = $8, firmware_validation_status = $9, "
+        "firmware_auto_revert_detected = $10, currently_downloading_uuid = $11, "
+        "last_seen_at = now(), updated_at = now() WHERE id = $1 RETURNING id) SELECT (" +
+            rollouts::in_flight_exists_sql("$1") + "), (" +
+            managed_ca::rotation_work_sql("$12", "$13::bigint") + ")",
         id, nullable(report.uuid), nullable(report.version), nullable(report.platform),
         nullable(report.architecture), nullable(report.product), report.metadata.dump(),
         nullable(report.device_api_version), report.validation_status, report.auto_revert_detected,
-        nullable(report.currently_downloading_uuid));
+        nullable(report.currently_downloading_uuid), fingerprint, ca_id);
+    return JoinFacts{row[0].as<bool>(), row[1].as<bool>()};
 }
 
 void record_status(Tx& tx, std::int64_t id, const std::string& status,
@@ -326,57 +336,67 @@ void revoke_certificate(Tx& tx, std::int64_t certificate_id) {
 
 namespace {
 
-// The connection row, the device's connection times, and the last use of the CA and the
-// certificate: one statement, so one round trip on every device connection. $1 device, $2 node,
-// $3 remote address, $4 fingerprint, $5 CA, $6 certificate id (or null).
-constexpr const char* kOpenConnection =
-    "WITH connection AS (INSERT INTO device_connections (device_id, node_id, "
-    "remote_address, certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
-    "RETURNING id), "
-    "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
-    "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = $1), "
-    "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = $5 AND "
-    "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
-    "certificate AS (UPDATE device_certificates SET last_used_at = now() "
-    "WHERE id = $6::bigint AND "
-    "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')) "
-    "SELECT id";
-
-std::optional<std::string> id_text(std::optional<std::int64_t> id) {
-    return id ? std::optional<std::string>(std::to_string(*id)) : std::nullopt;
+// What goes with a new connection row: the device's connection times and the last use (at
+// most once a minute) of the CA and the certificate, as CTEs named device, ca and certificate.
+// Each argument is an SQL expression for an id; a NULL id writes nothing.
+std::string connection_writes(std::string_view device, std::string_view ca,
+                              std::string_view certificate) {
+    return "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
+           "first_seen_at = COALESCE(first_seen_at, now()) WHERE id = " +
+           std::string(device) +
+           "), ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = " +
+           std::string(ca) +
+           " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
+           "certificate AS (UPDATE device_certificates SET last_used_at = now() WHERE id = " +
+           std::string(certificate) +
+           " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))";
 }
 
-}  // namespace
-
-std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const std::string& node_id,
-                                        const std::string& remote_address,
-                                        const std::string& fingerprint, std::int64_t ca_id,
-                                        std::optional<std::int64_t> certificate_id,
-                                        const std::string& event) {
-    if (event.size() > kMaxNotifyPayload - 32) {
-        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
-    }
-    return tx
-        ->exec_params1(std::string(kOpenConnection) +
-                           ", pg_notify($7, ($8::jsonb || jsonb_build_object('connection_id', "
-                           "id))::text) FROM connection",
-                       device_id, node_id, remote_address, fingerprint, ca_id,
-                       nullable(id_text(certificate_id)), std::string(kEventChannel), event)[0]
-        .as<std::int64_t>();
+// The connection row and its writes: one statement, so one round trip on every device
+// connection. $1 device, $2 node, $3 remote address, $4 fingerprint, $5 CA, $6 certificate id
+// (or null).
+const std::string& open_connection_sql() {
+    static const std::string sql =
+        "WITH connection AS (INSERT INTO device_connections (device_id, node_id, "
+        "remote_address, certificate_fingerprint) VALUES ($1, $2, $3, NULLIF($4, '')) "
+        "RETURNING id), " +
+        connection_writes("$1", "$5", "$6::bigint") + " SELECT id";
+    return sql;
 }
 
-ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
-                                 const std::string& serial, bool issued_by_ca) {
-    const auto row = tx->exec_params1(
-        "SELECT crl.policy, crl.has_crl, crl.expired, crl.listed, k.id, k.revoked, d.id, "
-        "d.org_id, d.product_id, d.identifier, d.disabled, d.deleted_at IS NOT NULL "
+// connection_check's read, and the connection row with its writes and NOTIFY when that read
+// admits the device (see check_and_open_connection). $1 fingerprint, $2 CA, $3 serial,
+// $4 issued by the CA, $5 org, $6 node, $7 remote address, $8 channel, $9 event.
+const std::string& check_and_open_sql() {
+    static const std::string sql =
+        "WITH chk AS (SELECT crl.policy, crl.has_crl, crl.expired, crl.listed, "
+        "k.id AS cert_id, k.revoked, d.id AS device_id, d.org_id, d.product_id, d.identifier, "
+        "d.disabled, d.deleted_at IS NOT NULL AS deleted "
         "FROM (SELECT 1) one LEFT JOIN LATERAL (" +
-            managed_ca::crl_state_subquery("$2", "$3", "$4::boolean") +
-            ") AS crl(policy, has_crl, expired, listed) ON true "
-            "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
-            "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
-            "LEFT JOIN devices d ON d.id = k.device_id",
-        fingerprint, ca_id, serial, issued_by_ca);
+        managed_ca::crl_state_subquery("$2", "$3", "$4::boolean") +
+        ") AS crl(policy, has_crl, expired, listed) ON true "
+        "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
+        "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
+        "LEFT JOIN devices d ON d.id = k.device_id), "
+        "connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
+        "certificate_fingerprint) SELECT device_id, $6, $7, NULLIF($1, '') FROM chk WHERE " +
+        managed_ca::crl_admits_sql("policy", "has_crl", "expired", "listed") +
+        " AND cert_id IS NOT NULL AND NOT revoked AND device_id IS NOT NULL AND org_id = $5 "
+        "AND NOT deleted AND NOT disabled RETURNING id, device_id), " +
+        connection_writes("(SELECT device_id FROM connection)",
+                          "(SELECT $2::bigint FROM connection)",
+                          "(SELECT chk.cert_id FROM chk, connection)") +
+        " SELECT chk.policy, chk.has_crl, chk.expired, chk.listed, chk.cert_id, chk.revoked, "
+        "chk.device_id, chk.org_id, chk.product_id, chk.identifier, chk.disabled, chk.deleted, "
+        "connection.id, CASE WHEN connection.id IS NOT NULL THEN pg_notify($8, ($9::jsonb || "
+        "jsonb_build_object('connection_id', connection.id, 'device_id', "
+        "connection.device_id))::text) "
+        "END "
+        "FROM chk LEFT JOIN connection ON true";
+    return sql;
+}
+
+ConnectionCheck check_from(const pqxx::row& row) {
     ConnectionCheck check;
     if (!row[0].is_null()) {
         check.crl = {row[0].as<std::string>(), row[1].as<bool>(), row[2].as<bool>(),
@@ -393,6 +413,57 @@ ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::in
         }
         check.certificate = std::move(cert);
     }
+    return check;
+}
+
+std::optional<std::string> id_text(std::optional<std::int64_t> id) {
+    return id ? std::optional<std::string>(std::to_string(*id)) : std::nullopt;
+}
+
+}  // namespace
+
+std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const std::string& node_id,
+                                        const std::string& remote_address,
+                                        const std::string& fingerprint, std::int64_t ca_id,
+                                        std::optional<std::int64_t> certificate_id,
+                                        const std::string& event) {
+    if (event.size() > kMaxNotifyPayload - 32) {
+        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
+    }
+    return tx
+        ->exec_params1(open_connection_sql() +
+                           ", pg_notify($7, ($8::jsonb || jsonb_build_object('connection_id', "
+                           "id))::text) FROM connection",
+                       device_id, node_id, remote_address, fingerprint, ca_id,
+                       nullable(id_text(certificate_id)), std::string(kEventChannel), event)[0]
+        .as<std::int64_t>();
+}
+
+ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
+                                 const std::string& serial, bool issued_by_ca) {
+    static const std::string sql =
+        "SELECT crl.policy, crl.has_crl, crl.expired, crl.listed, k.id, k.revoked, d.id, "
+        "d.org_id, d.product_id, d.identifier, d.disabled, d.deleted_at IS NOT NULL "
+        "FROM (SELECT 1) one LEFT JOIN LATERAL (" +
+        managed_ca::crl_state_subquery("$2", "$3", "$4::boolean") +
+        ") AS crl(policy, has_crl, expired, listed) ON true "
+        "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
+        "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
+        "LEFT JOIN devices d ON d.id = k.device_id";
+    return check_from(tx->exec_params1(sql, fingerprint, ca_id, serial, issued_by_ca));
+}
+
+ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,
+                                          std::int64_t ca_id, const std::string& serial,
+                                          bool issued_by_ca, const ConnectionOpening& opening) {
+    if (opening.event.size() > kMaxNotifyPayload - 32) {
+        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
+    }
+    const auto row = tx->exec_params1(
+        check_and_open_sql(), fingerprint, ca_id, serial, issued_by_ca, opening.org_id,
+        opening.node_id, opening.remote_address, std::string(kEventChannel), opening.event);
+    auto check = check_from(row);
+    if (!row[12].is_null()) check.connection_id = row[12].as<std::int64_t>();
     return check;
 }
 

@@ -148,8 +148,19 @@ DeviceRow update(Tx& tx, std::int64_t id, const std::string& description,
 /// Soft-deletes a device.
 void soft_delete(Tx& tx, std::int64_t id);
 
-/// Stores what the device reported when joining.
-void record_join(Tx& tx, std::int64_t id, const FirmwareReport& report);
+/// What a join's observers need to know, read by the statement that stores the join.
+struct JoinFacts {
+    /// The device has an update in flight (rollouts::in_flight would find it).
+    bool update_in_flight = false;
+    /// The connecting certificate has rotation work (managed_ca::rotation_work_on_join).
+    bool rotation_work = false;
+};
+
+/// Stores what the device reported when joining and, in the same statement, reads the facts
+/// its join observers start from: one round trip instead of three. `fingerprint` and `ca_id`
+/// are those of the connecting certificate.
+JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
+                      const std::string& fingerprint, std::int64_t ca_id);
 /// Stores a status_update (`rescheduled` with delay_for minutes also blocks updates until then).
 void record_status(Tx& tx, std::int64_t id, const std::string& status,
                    const std::optional<std::string>& reason,
@@ -210,12 +221,32 @@ struct ConnectionCheck {
     managed_ca::CrlState crl{};
     /// The stored certificate with this fingerprint, if any.
     std::optional<KnownCertificate> certificate{};
+    /// The connection opened by check_and_open_connection, when the check admitted it.
+    std::optional<std::int64_t> connection_id{};
+};
+
+/// Where a connection admitted by check_and_open_connection comes from.
+struct ConnectionOpening {
+    /// The organization of the CA the certificate chained to: the device must belong to it.
+    std::int64_t org_id = 0;
+    std::string node_id{};
+    std::string remote_address{};
+    /// The event NOTIFYed (a JSON object), with `connection_id` and `device_id` added.
+    std::string event{};
 };
 
 /// One read-only statement: the CRL state of CA `ca_id` for `serial` (the serial is looked up
 /// only when `issued_by_ca`) and the certificate stored with `fingerprint`, with its device.
 ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
                                  const std::string& serial, bool issued_by_ca);
+/// connection_check and, in the same statement, when what it reads admits the connection (no
+/// CRL refusal, managed_ca::crl_admits_sql; a stored certificate, not revoked, of a device of
+/// `opening.org_id` neither deleted nor disabled), what open_connection_and_notify does with
+/// the stored certificate: one round trip for a device seen before. `connection_id` is set
+/// exactly when the connection was opened.
+ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,
+                                          std::int64_t ca_id, const std::string& serial,
+                                          bool issued_by_ca, const ConnectionOpening& opening);
 
 /// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
 /// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when

@@ -218,6 +218,13 @@ std::optional<std::string> crl_refusal(const CrlState& state) {
     return std::nullopt;
 }
 
+std::string crl_admits_sql(std::string_view policy, std::string_view has_crl,
+                           std::string_view expired, std::string_view listed) {
+    return "(NOT coalesce(" + std::string(listed) + ", false) AND NOT (coalesce(" +
+           std::string(policy) + ", '') = 'refuse' AND (NOT coalesce(" + std::string(has_crl) +
+           ", false) OR coalesce(" + std::string(expired) + ", false))))";
+}
+
 std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
     Tx& tx, std::int64_t org_id, const std::string& ca_ski,
     const std::vector<std::string>& serials) {
@@ -262,15 +269,18 @@ void set_replaced_by(Tx& tx, std::int64_t certificate_id, std::int64_t successor
         certificate_id, successor_id);
 }
 
-bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id) {
+std::string rotation_work_sql(std::string_view fingerprint, std::string_view ca_id) {
     // The same conditions as schedule_retirement, and is_managed.
-    return tx
-        ->exec_params1(
-            "SELECT EXISTS (SELECT 1 FROM device_certificates o JOIN device_certificates n "
-            "ON o.replaced_by_id = n.id WHERE n.fingerprint = $1 AND o.retire_after IS NULL "
-            "AND o.revoked_at IS NULL AND n.revoked_at IS NULL) "
-            "OR EXISTS (SELECT 1 FROM managed_ca_keys WHERE ca_certificate_id = $2)",
-            fingerprint, ca_id)[0]
+    return "EXISTS (SELECT 1 FROM device_certificates o JOIN device_certificates n "
+           "ON o.replaced_by_id = n.id WHERE n.fingerprint = " +
+           std::string(fingerprint) +
+           " AND o.retire_after IS NULL AND o.revoked_at IS NULL AND n.revoked_at IS NULL) "
+           "OR EXISTS (SELECT 1 FROM managed_ca_keys WHERE ca_certificate_id = " +
+           std::string(ca_id) + ")";
+}
+
+bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id) {
+    return tx->exec_params1("SELECT " + rotation_work_sql("$1", "$2"), fingerprint, ca_id)[0]
         .as<bool>();
 }
 

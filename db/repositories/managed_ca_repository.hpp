@@ -131,6 +131,11 @@ std::string crl_state_subquery(std::string_view ca, std::string_view serial,
 /// crl_state_subquery, or nullopt: its serial is listed (only looked up when it was issued by
 /// the CA itself), or the CA's policy refuses a missing or expired CRL.
 std::optional<std::string> crl_refusal(const CrlState& state);
+/// crl_refusal's rule in SQL: true when it finds nothing to refuse. The arguments name the four
+/// columns read by crl_state_subquery (all NULL when there is no such CA). Keep the two in step:
+/// tests/db/connection_check_test.cpp checks that they agree on every CRL state.
+std::string crl_admits_sql(std::string_view policy, std::string_view has_crl,
+                           std::string_view expired, std::string_view listed);
 /// Device certificates of the org issued by `ca_ski` with one of `serials` (device id and
 /// fingerprint), to close their sessions.
 std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
@@ -141,6 +146,9 @@ std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
 /// certificate it replaces awaits retirement, or the CA is hub-managed (renewal checks). One
 /// read-only statement; when false, there is nothing to do on join.
 bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id);
+/// rotation_work_on_join's condition as a boolean SQL expression over two placeholders, for
+/// statements that read it alongside other work (devices::record_join).
+std::string rotation_work_sql(std::string_view fingerprint, std::string_view ca_id);
 /// The certificate with that fingerprint.
 std::optional<RotationCertificate> find_certificate(Tx& tx, const std::string& fingerprint);
 /// The device's newest usable certificate (not revoked, not replaced), by last use then id.

@@ -145,6 +145,11 @@ std::optional<DeviceUpdateRow> start_manual(Tx& tx, std::int64_t org_id, std::in
     return cancelled;
 }
 
+std::string in_flight_exists_sql(std::string_view device_id) {
+    return "EXISTS (SELECT 1 FROM device_updates WHERE device_id = " + std::string(device_id) +
+           " AND status = 'in_flight')";
+}
+
 std::optional<DeviceUpdateRow> in_flight(Tx& tx, std::int64_t device_id) {
     const auto rows = tx->exec_params(std::string("SELECT ") + kUpdateColumns + kUpdateFrom +
                                           "WHERE u.device_id = $1 AND u.status = 'in_flight'",

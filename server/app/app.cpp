@@ -336,11 +336,12 @@ void App::start_device_endpoint() {
             return impl.sessions.push(id, std::move(event), std::move(payload));
         });
     impl.rotation->install(impl.device_hooks);
-    impl.device_hooks.on_join.emplace_back(
-        [&impl](const device::SessionInfo& info, const db::FirmwareReport& report) {
-            metrics::join();
-            impl.rollouts.on_join(info, report);
-        });
+    impl.device_hooks.on_join.emplace_back([&impl](const device::SessionInfo& info,
+                                                   const db::FirmwareReport& report,
+                                                   const db::devices::JoinFacts& facts) {
+        metrics::join();
+        impl.rollouts.on_join(info, report, facts.update_in_flight);
+    });
     impl.device_hooks.on_event.emplace_back(
         [&impl](const device::SessionInfo& info, const std::string& event,
                 const nlohmann::json& payload) { impl.rollouts.on_event(info, event, payload); });

@@ -132,29 +132,57 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     return result;
 }
 
-/// A certificate seen before (the common case: every reconnect): decided on one read-only
-/// statement, admitted with one more (connection row and NOTIFY), and no transaction block:
-/// 2 round trips instead of 7. Nullopt when the certificate is not stored and the CA's CRL does
-/// not refuse it: authenticate_in handles first connections, rotation and JITP in a transaction.
-std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest& request) {
-    const auto& leaf = request.leaf;
-    db::devices::ConnectionCheck check;
-    db.autocommit([&](db::Tx& tx) {
-        check = db::devices::connection_check(tx, leaf.fingerprint, request.ca.id, leaf.serial,
-                                              request.ca.depth == 1);
-    });
-    // Same order as authenticate_in: the CA's CRL first, then the certificate, then the device.
+/// Why the connection check refuses, or nullopt when it admits (or the certificate is not
+/// stored). Same order as authenticate_in: the CA's CRL first, then the certificate, then the
+/// device.
+std::optional<AuthResult> known_refusal(const db::devices::ConnectionCheck& check,
+                                        std::int64_t org_id) {
     if (auto crl = db::managed_ca::crl_refusal(check.crl)) return refuse(403, *crl);
     if (!check.certificate) return std::nullopt;
     const auto& cert = *check.certificate;
     if (cert.revoked) return refuse(403, "certificate revoked");
-    if (!cert.device || cert.device->org_id != request.ca.org_id) {
+    if (!cert.device || cert.device->org_id != org_id) {
         return refuse(403, "certificate belongs to a device of another organization");
     }
-    const auto& device = *cert.device;
-    if (device.deleted) return refuse(403, "device deleted");
-    if (device.disabled) return refuse(403, "device disabled");
+    if (cert.device->deleted) return refuse(403, "device deleted");
+    if (cert.device->disabled) return refuse(403, "device disabled");
+    return std::nullopt;
+}
 
+/// A certificate seen before (the common case: every reconnect): decided and admitted by one
+/// statement (the checks, then the connection row and NOTIFY when they pass), without a
+/// transaction block: 1 round trip instead of 7. Nullopt when the certificate is not stored and
+/// the CA's CRL does not refuse it: authenticate_in handles first connections, rotation and
+/// JITP in a transaction.
+std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest& request) {
+    const auto& leaf = request.leaf;
+    db::devices::ConnectionOpening opening;
+    opening.org_id = request.ca.org_id;
+    opening.node_id = request.node_id;
+    opening.remote_address = request.remote;
+    // connected_event without the device id, which the statement adds with the connection's.
+    opening.event = events::payload(events::kDeviceConnected, {{"node_id", request.node_id}});
+    db::devices::ConnectionCheck check;
+    db.autocommit([&](db::Tx& tx) {
+        check = db::devices::check_and_open_connection(tx, leaf.fingerprint, request.ca.id,
+                                                       leaf.serial, request.ca.depth == 1, opening);
+    });
+    auto refusal = known_refusal(check, request.ca.org_id);
+    if (check.connection_id && (refusal || !check.certificate)) {
+        // The statement's rule (SQL) and known_refusal disagree: believe the refusal.
+        spdlog::error("device admission rules disagree cn={} serial={}: connection {} closed",
+                      leaf.common_name, leaf.serial, *check.connection_id);
+        db.autocommit([&](db::Tx& tx) {
+            db::devices::close_connection(tx, *check.connection_id, "refused");
+        });
+        return refusal ? std::move(*refusal) : refuse(503, "platform unavailable");
+    }
+    if (refusal) return refusal;
+    if (!check.certificate) return std::nullopt;
+    if (!check.connection_id) {
+        throw std::runtime_error("device admission rules disagree: admitted but not opened");
+    }
+    const auto& device = *check.certificate->device;
     AuthResult result;
     result.ok = true;
     result.status = 101;
@@ -162,12 +190,7 @@ std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest
     result.org_id = device.org_id;
     result.product_id = device.product_id;
     result.identifier = device.identifier;
-    const auto event = connected_event(device.id, request.node_id);
-    db.autocommit([&](db::Tx& tx) {
-        result.connection_id = db::devices::open_connection_and_notify(
-            tx, device.id, request.node_id, request.remote, leaf.fingerprint, request.ca.id,
-            cert.id, event);
-    });
+    result.connection_id = *check.connection_id;
     return result;
 }
 

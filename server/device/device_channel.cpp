@@ -276,14 +276,19 @@ ChannelStep DeviceChannel::join(const phx::Message& message) {
     joined_ = true;
     join_ref_ = message.join_ref;
     auto report = std::make_shared<db::FirmwareReport>(firmware_report_from_join(message.payload));
-    step.work = [&db = db_, info = info_, report] {
-        // One UPDATE: no transaction block needed (saves two round trips per connection).
-        db.autocommit([&](db::Tx& tx) { db::devices::record_join(tx, info.device_id, *report); });
+    auto facts = std::make_shared<db::devices::JoinFacts>();
+    step.work = [&db = db_, info = info_, report, facts] {
+        // One statement, no transaction block: it also reads what the observers below start
+        // from (update in flight, rotation work), which saves them two round trips.
+        db.autocommit([&](db::Tx& tx) {
+            *facts =
+                db::devices::record_join(tx, info.device_id, *report, info.fingerprint, info.ca_id);
+        });
     };
     if (!hooks_.on_join.empty()) {
-        step.after = [&hooks = hooks_, info = info_, report] {
+        step.after = [&hooks = hooks_, info = info_, report, facts] {
             for (const auto& hook : hooks.on_join) {
-                run_hooks("on_join", info, [&] { hook(info, *report); });
+                run_hooks("on_join", info, [&] { hook(info, *report, *facts); });
             }
         };
     }

@@ -86,8 +86,11 @@ class EventRecorder {
 /// Observers of device activity, for other subsystems (deployments, metrics). Each runs on the
 /// worker pool after the channel's own database writes; exceptions are logged and dropped.
 struct DeviceHooks {
-    /// After a successful `device` join (firmware metadata stored, join reply queued).
-    std::vector<std::function<void(const SessionInfo&, const db::FirmwareReport&)>> on_join{};
+    /// After a successful `device` join (firmware metadata stored, join reply queued), with the
+    /// facts read by the statement that stored it.
+    std::vector<std::function<void(const SessionInfo&, const db::FirmwareReport&,
+                                   const db::devices::JoinFacts&)>>
+        on_join{};
     /// After a device event on topic `device` (`status_update`, `fwup_progress`, ...).
     std::vector<std::function<void(const SessionInfo&, const std::string& event,
                                    const nlohmann::json& payload)>>

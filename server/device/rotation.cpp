@@ -87,7 +87,8 @@ CertificateRotation::~CertificateRotation() {
 
 void CertificateRotation::install(DeviceHooks& hooks) {
     hooks.on_join.emplace_back(
-        [this](const SessionInfo& info, const db::FirmwareReport&) { joined(info); });
+        [this](const SessionInfo& info, const db::FirmwareReport&,
+               const db::devices::JoinFacts& facts) { joined(info, facts.rotation_work); });
     hooks.on_event.emplace_back(
         [this](const SessionInfo& info, const std::string& event, const nlohmann::json& payload) {
             if (event == kCertificateCsrEvent) handle_csr(info, payload);
@@ -109,13 +110,17 @@ nlohmann::json managed_ca_chain(db::Tx& tx, std::int64_t org_id, const pki::Cert
     return chain;
 }
 
-void CertificateRotation::joined(const SessionInfo& info) {
-    // Most joins have no rotation work (a custom CA, no pending retirement): one read-only
-    // statement instead of a transaction of three.
+void CertificateRotation::joined(const SessionInfo& info, std::optional<bool> work_known) {
+    // Most joins have no rotation work (a custom CA, no pending retirement): the join's own
+    // statement read that, else one read-only statement does, instead of a transaction of three.
     bool work = false;
-    db_.autocommit([&](db::Tx& tx) {
-        work = db::managed_ca::rotation_work_on_join(tx, info.fingerprint, info.ca_id);
-    });
+    if (work_known) {
+        work = *work_known;
+    } else {
+        db_.autocommit([&](db::Tx& tx) {
+            work = db::managed_ca::rotation_work_on_join(tx, info.fingerprint, info.ca_id);
+        });
+    }
     if (!work) return;
     std::optional<nlohmann::json> renew;
     db_.transact([&](db::Tx& tx) {

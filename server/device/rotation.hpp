@@ -105,7 +105,8 @@ class CertificateRotation {
     std::size_t sweep();
 
   private:
-    void joined(const SessionInfo& info);
+    /// `work_known`: what devices::record_join read for rotation_work_on_join, if it did.
+    void joined(const SessionInfo& info, std::optional<bool> work_known);
     void handle_csr(const SessionInfo& info, const nlohmann::json& payload);
     void refuse(const SessionInfo& info, const std::string& reason);
     void run();

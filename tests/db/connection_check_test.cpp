@@ -1,6 +1,7 @@
 // The device endpoint's known-certificate fast path: connection_check (one read for the CRL
 // state, the certificate and its device), open_connection_and_notify (connection row and NOTIFY
-// in one statement) and rotation_work_on_join, against a real PostgreSQL.
+// in one statement), rotation_work_on_join and record_join (the join's UPDATE and the facts its
+// observers start from in one statement), against a real PostgreSQL.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -72,6 +73,29 @@ class ConnectionCheck : public ::testing::Test {
             out = devices::connection_check(tx, fingerprint, ca == 0 ? ca_ : ca, serial, true);
         });
         return out;
+    }
+
+    /// check_and_open_connection for org `org` (default: the CA's), from node-a.
+    devices::ConnectionCheck open(const std::string& fingerprint, const std::string& serial = "77",
+                                  std::int64_t org = 0) {
+        devices::ConnectionOpening opening;
+        opening.org_id = org == 0 ? org_ : org;
+        opening.node_id = "node-a";
+        opening.remote_address = "127.0.0.1:5000";
+        opening.event = R"({"kind":"device_connected","node_id":"node-a"})";
+        devices::ConnectionCheck out;
+        db_.autocommit([&](Tx& tx) {
+            out = devices::check_and_open_connection(tx, fingerprint, ca_, serial, true, opening);
+        });
+        return out;
+    }
+
+    std::int64_t connections() {
+        std::int64_t n = 0;
+        db_.autocommit([&](Tx& tx) {
+            n = tx->exec1("SELECT count(*) FROM device_connections")[0].as<std::int64_t>();
+        });
+        return n;
     }
 
     testing::TestDatabase test_db_;
@@ -222,6 +246,209 @@ TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
     });
     db_.autocommit([&](Tx& tx) { work = managed_ca::rotation_work_on_join(tx, "DEVFP2", ca_); });
     EXPECT_FALSE(work) << "already scheduled";
+}
+
+TEST_F(ConnectionCheck, RecordJoinStoresTheReportAndReadsTheJoinFacts) {
+    FirmwareReport report;
+    report.uuid = "uuid-1";
+    report.version = "1.2.3";
+    report.platform = "rpi4";
+    report.metadata = {{"version", "1.2.3"}};
+    devices::JoinFacts facts{true, true};
+    db_.autocommit(
+        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP", ca_); });
+    EXPECT_FALSE(facts.update_in_flight);
+    EXPECT_FALSE(facts.rotation_work);
+    db_.run([&](Tx& tx) {
+        const auto row = tx->exec_params1(
+            "SELECT firmware_uuid, version, platform, firmware_metadata->>'version', "
+            "last_seen_at IS NOT NULL FROM devices WHERE id = $1",
+            device_);
+        EXPECT_EQ(row[0].as<std::string>(), "uuid-1");
+        EXPECT_EQ(row[1].as<std::string>(), "1.2.3");
+        EXPECT_EQ(row[2].as<std::string>(), "rpi4");
+        EXPECT_EQ(row[3].as<std::string>(), "1.2.3");
+        EXPECT_TRUE(row[4].as<bool>());
+    });
+
+    // An update in flight, and a successor certificate whose predecessor awaits retirement:
+    // the same statement now reports both, each as its own query would.
+    std::int64_t successor = 0;
+    db_.run([&](Tx& tx) {
+        tx->exec_params0(
+            "INSERT INTO device_updates (org_id, device_id, firmware_uuid, source, expires_at) "
+            "VALUES ($1, $2, 'uuid-2', 'manual', now() + interval '1 hour')",
+            org_, device_);
+        successor = insert_certificate(tx, "78", "DEVFP2");
+        managed_ca::set_replaced_by(tx, certificate_, successor);
+    });
+    report.version = "1.2.4";
+    db_.autocommit(
+        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP2", ca_); });
+    EXPECT_TRUE(facts.update_in_flight);
+    EXPECT_TRUE(facts.rotation_work);
+    db_.run([&](Tx& tx) {
+        EXPECT_EQ(tx->exec_params1("SELECT version FROM devices WHERE id = $1", device_)[0]
+                      .as<std::string>(),
+                  "1.2.4")
+            << "the UPDATE ran although the outer SELECT does not read it";
+        EXPECT_TRUE(managed_ca::rotation_work_on_join(tx, "DEVFP2", ca_));
+    });
+    // The old certificate does not itself have a successor pending: no rotation work for it.
+    db_.autocommit(
+        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP", ca_); });
+    EXPECT_TRUE(facts.update_in_flight);
+    EXPECT_FALSE(facts.rotation_work);
+    db_.run([&](Tx& tx) {
+        tx->exec_params0("UPDATE device_updates SET status = 'succeeded' WHERE device_id = $1",
+                         device_);
+    });
+    db_.autocommit(
+        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP2", ca_); });
+    EXPECT_FALSE(facts.update_in_flight) << "a finished update is not in flight";
+}
+
+TEST_F(ConnectionCheck, CheckAndOpenAgreesWithCrlRefusalOnEveryCrlState) {
+    // Every CRL state the rule reads: policy x (no CRL, current, expired) x (listed or not).
+    int opened = 0;
+    int refused = 0;
+    for (const std::string policy : {"accept", "refuse"}) {
+        for (const std::string crl_state : {"none", "current", "expired"}) {
+            for (const std::string serial : {"77", "78"}) {
+                db_.run([&](Tx& tx) {
+                    managed_ca::set_missing_crl_policy(tx, ca_, policy);
+                    tx->exec_params0("DELETE FROM ca_crls WHERE ca_certificate_id = $1", ca_);
+                    if (crl_state == "none") return;
+                    NewCrl crl;
+                    crl.der = {0x30, 0x00};
+                    const bool expired = crl_state == "expired";
+                    crl.this_update = Clock::now() - std::chrono::hours(expired ? 3 : 1);
+                    crl.next_update = Clock::now() + std::chrono::hours(expired ? -1 : 1);
+                    crl.revoked = {{"77", Clock::now() - std::chrono::hours(2)}};
+                    managed_ca::store_crl(tx, ca_, crl);
+                });
+                const auto what = policy + "/" + crl_state + "/serial " + serial;
+                const auto before = connections();
+                const auto read = check("DEVFP", serial);
+                const auto c = open("DEVFP", serial);
+                const auto refusal = managed_ca::crl_refusal(c.crl);
+                EXPECT_EQ(refusal, managed_ca::crl_refusal(read.crl)) << what;
+                EXPECT_EQ(c.crl.listed, read.crl.listed) << what;
+                EXPECT_EQ(c.connection_id.has_value(), !refusal.has_value()) << what;
+                EXPECT_EQ(connections(), before + (refusal ? 0 : 1)) << what;
+                (refusal ? refused : opened) += 1;
+            }
+        }
+    }
+    // accept: listed refused on both CRLs (2), others open (4); refuse: only an unlisted serial
+    // on the current CRL opens (1).
+    EXPECT_EQ(opened, 5);
+    EXPECT_EQ(refused, 7);
+}
+
+TEST_F(ConnectionCheck, CheckAndOpenOpensNothingForRefusedOrUnknownCertificates) {
+    std::int64_t second = 0;
+    db_.run([&](Tx& tx) { second = insert_certificate(tx, "79", "DEVFP3"); });
+    // What an opening writes besides the row (connection time, certificate and CA use).
+    auto writes = [&] {
+        std::string out;
+        db_.autocommit([&](Tx& tx) {
+            out = tx->exec_params1(
+                        "SELECT concat_ws('|', d.connected_at, k.last_used_at, a.last_used_at, "
+                        "d.last_seen_at) FROM devices d, device_certificates k, "
+                        "ca_certificates a WHERE d.id = $1 AND k.id = $2 AND a.id = $3",
+                        device_, second, ca_)[0]
+                      .as<std::string>();
+        });
+        return out;
+    };
+    const auto before = connections();
+    const auto written = writes();
+    auto unknown = open("NOPE");
+    EXPECT_FALSE(unknown.certificate.has_value());
+    EXPECT_FALSE(unknown.connection_id.has_value());
+
+    auto other = open("DEVFP", "77", other_org_);
+    ASSERT_TRUE(other.certificate.has_value());
+    EXPECT_FALSE(other.connection_id.has_value()) << "a device of another organization";
+
+    db_.run([&](Tx& tx) { devices::update(tx, device_, "", {}, true, true); });
+    auto disabled = open("DEVFP");
+    EXPECT_TRUE(disabled.certificate->device->disabled);
+    EXPECT_FALSE(disabled.connection_id.has_value());
+
+    db_.run([&](Tx& tx) { devices::update(tx, device_, "", {}, true, false); });
+    db_.run([&](Tx& tx) { devices::revoke_certificate(tx, certificate_); });
+    auto revoked = open("DEVFP");
+    EXPECT_TRUE(revoked.certificate->revoked);
+    EXPECT_FALSE(revoked.connection_id.has_value());
+
+    db_.run([&](Tx& tx) { devices::soft_delete(tx, device_); });
+    auto deleted = open("DEVFP3", "79");
+    EXPECT_TRUE(deleted.certificate->device->deleted);
+    EXPECT_FALSE(deleted.connection_id.has_value());
+
+    EXPECT_EQ(connections(), before);
+    EXPECT_EQ(writes(), written) << "a refusal writes nothing";
+}
+
+TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
+    std::mutex mutex;
+    std::vector<std::string> payloads;
+    std::atomic<bool> listening{false};
+    ListenerOptions options;
+    options.url = test_db_.url();
+    options.on_notification = [&](const std::string& payload) {
+        const std::lock_guard lock{mutex};
+        payloads.push_back(payload);
+    };
+    options.on_connected = [&](bool) { listening = true; };
+    NotificationListener listener{options};
+    listener.start();
+    for (int i = 0; i < 100 && !listening; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(listening);
+
+    const auto c = open("DEVFP");
+    ASSERT_TRUE(c.connection_id.has_value());
+    ASSERT_TRUE(c.certificate.has_value());
+    EXPECT_EQ(c.certificate->device->id, device_);
+    db_.autocommit([&](Tx& tx) {
+        auto row = tx->exec_params1(
+            "SELECT c.device_id, c.node_id, c.status, c.certificate_fingerprint, "
+            "c.remote_address, d.connected_at IS NOT NULL, k.last_used_at IS NOT NULL, "
+            "a.last_used_at IS NOT NULL "
+            "FROM device_connections c JOIN devices d ON d.id = c.device_id "
+            "JOIN device_certificates k ON k.fingerprint = c.certificate_fingerprint "
+            "JOIN ca_certificates a ON a.id = $2 WHERE c.id = $1",
+            *c.connection_id, ca_);
+        EXPECT_EQ(row[0].as<std::int64_t>(), device_);
+        EXPECT_EQ(row[1].as<std::string>(), "node-a");
+        EXPECT_EQ(row[2].as<std::string>(), "connected");
+        EXPECT_EQ(row[3].as<std::string>(), "DEVFP");
+        EXPECT_EQ(row[4].as<std::string>(), "127.0.0.1:5000");
+        EXPECT_TRUE(row[5].as<bool>());
+        EXPECT_TRUE(row[6].as<bool>());
+        EXPECT_TRUE(row[7].as<bool>());
+    });
+    nlohmann::json event;
+    for (int i = 0; i < 100; ++i) {
+        {
+            const std::lock_guard lock{mutex};
+            if (!payloads.empty()) {
+                event = nlohmann::json::parse(payloads.front());
+                break;
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    listener.stop();
+    ASSERT_TRUE(event.is_object()) << "no notification arrived";
+    EXPECT_EQ(event.value("kind", ""), "device_connected");
+    EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
+    EXPECT_EQ(event.value("node_id", ""), "node-a");
+    EXPECT_EQ(event.value("connection_id", std::int64_t{0}), *c.connection_id);
 }
 
 }  // namespace
