@@ -396,6 +396,46 @@ const std::string& check_and_open_sql() {
     return sql;
 }
 
+// JITP in one statement (provision_and_open). $1 CA, $2 org, $3 identifier, $4 fingerprint,
+// $5 public key fingerprint, $6 serial, $7 AKI, $8 SKI, $9 not before, $10 not after, $11 DER,
+// $12 node, $13 remote address, $14 channel, $15 event. The new device row is written with its
+// connection times: rows inserted by this statement are invisible to its UPDATEs.
+const std::string& provision_and_open_sql() {
+    static const std::string sql =
+        "WITH profile AS (SELECT c.id, c.org_id, c.serial, c.jitp_product_id, c.jitp_tags, "
+        "c.jitp_description, p.name AS product FROM ca_certificates c "
+        "JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $1 AND c.org_id = $2 "
+        "AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE fingerprint = $4) "
+        "AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE org_id = $2 "
+        "AND public_key_fingerprint = $5) "
+        "AND NOT EXISTS (SELECT 1 FROM devices WHERE org_id = $2 AND identifier = $3)), "
+        "device AS (INSERT INTO devices (org_id, product_id, identifier, description, tags, "
+        "connected_at, first_seen_at, last_seen_at) SELECT org_id, jitp_product_id, $3, "
+        "jitp_description, jitp_tags, now(), now(), now() FROM profile "
+        "ON CONFLICT (org_id, identifier) DO NOTHING "
+        "RETURNING id, org_id, product_id, identifier), "
+        "audit AS (INSERT INTO audit_logs (org_id, actor_type, actor, action, resource_type, "
+        "resource, details) SELECT device.org_id, 'device', $3, 'device.provisioned', 'device', "
+        "$3, jsonb_build_object('product', profile.product, 'ca_serial', profile.serial, "
+        "'certificate_serial', $6::text, 'remote', $13::text) FROM device, profile), "
+        "certificate AS (INSERT INTO device_certificates (org_id, device_id, serial, aki, ski, "
+        "not_before, not_after, fingerprint, public_key_fingerprint, der, last_used_at) "
+        "SELECT device.org_id, device.id, $6, NULLIF($7, ''), NULLIF($8, ''), to_timestamp($9), "
+        "to_timestamp($10), $4, $5, $11, now() FROM device "
+        "ON CONFLICT (fingerprint) DO NOTHING RETURNING device_id), "
+        "connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
+        "certificate_fingerprint) SELECT device_id, $12, $13, $4 FROM certificate "
+        "RETURNING id, device_id), "
+        "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = (SELECT $1::bigint "
+        "FROM connection) AND (last_used_at IS NULL OR "
+        "last_used_at < now() - interval '1 minute')) "
+        "SELECT device.id, device.org_id, device.product_id, device.identifier, connection.id, "
+        "CASE WHEN connection.id IS NOT NULL THEN pg_notify($14, ($15::jsonb || "
+        "jsonb_build_object('connection_id', connection.id, 'device_id', device.id))::text) "
+        "END FROM device LEFT JOIN connection ON true";
+    return sql;
+}
+
 ConnectionCheck check_from(const pqxx::row& row) {
     ConnectionCheck check;
     if (!row[0].is_null()) {
@@ -451,6 +491,27 @@ ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::in
         "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
         "LEFT JOIN devices d ON d.id = k.device_id";
     return check_from(tx->exec_params1(sql, fingerprint, ca_id, serial, issued_by_ca));
+}
+
+std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p) {
+    if (p.event.size() > kMaxNotifyPayload - 64) {
+        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
+    }
+    const auto& c = p.certificate;
+    const auto rows = tx->exec_params(
+        provision_and_open_sql(), p.ca_id, p.org_id, p.identifier, c.fingerprint,
+        c.public_key_fingerprint, c.serial, c.aki, c.ski, epoch_seconds(c.not_before),
+        epoch_seconds(c.not_after), pqxx::binarystring(c.der.data(), c.der.size()), p.node_id,
+        p.remote_address, std::string(kEventChannel), p.event);
+    if (rows.empty()) return std::nullopt;
+    const auto& row = rows[0];
+    Provisioned out;
+    out.device_id = row[0].as<std::int64_t>();
+    out.org_id = row[1].as<std::int64_t>();
+    out.product_id = row[2].as<std::int64_t>();
+    out.identifier = row[3].as<std::string>();
+    if (!row[4].is_null()) out.connection_id = row[4].as<std::int64_t>();
+    return out;
 }
 
 ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,

@@ -248,6 +248,41 @@ ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint
                                           std::int64_t ca_id, const std::string& serial,
                                           bool issued_by_ca, const ConnectionOpening& opening);
 
+/// A first connection to provision just in time (provision_and_open).
+struct Provisioning {
+    /// The CA the certificate chained to, and its organization.
+    std::int64_t ca_id = 0;
+    std::int64_t org_id = 0;
+    /// The certificate's common name: the new device's identifier.
+    std::string identifier{};
+    /// The certificate to store (its device_id is ignored).
+    NewDeviceCertificate certificate{};
+    std::string node_id{};
+    std::string remote_address{};
+    /// The event NOTIFYed (a JSON object), with `connection_id` and `device_id` added.
+    std::string event{};
+};
+
+/// What provision_and_open created.
+struct Provisioned {
+    std::int64_t device_id = 0;
+    std::int64_t org_id = 0;
+    std::int64_t product_id = 0;
+    std::string identifier{};
+    /// Set when the certificate was stored and the connection opened; nullopt when another
+    /// connection stored the same certificate first (the device and its audit entry stay).
+    std::optional<std::int64_t> connection_id{};
+};
+
+/// JITP in one statement for the plain case: CA `ca_id` of `org_id` has a JITP profile, and
+/// neither the certificate, nor a certificate with its public key in the organization, nor a
+/// device (even deleted) with that identifier is stored. Then it creates the device from the
+/// profile (connected and seen now), records `device.provisioned` in the audit log, stores the
+/// certificate, opens the connection with its writes and NOTIFY. Nullopt when the case is not
+/// plain or a concurrent connection created the device first: the caller decides in a
+/// transaction, as before.
+std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p);
+
 /// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
 /// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when
 /// given; and NOTIFYs the event channel with `event` (a JSON object) plus `connection_id` (sent

@@ -14,6 +14,7 @@
 #include "db/migrator.hpp"
 #include "db/notifications.hpp"
 #include "db/repositories/accounts_repository.hpp"
+#include "db/repositories/audit_repository.hpp"
 #include "db/repositories/ca_certificates_repository.hpp"
 #include "db/repositories/devices_repository.hpp"
 #include "db/repositories/managed_ca_repository.hpp"
@@ -449,6 +450,176 @@ TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
     EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
     EXPECT_EQ(event.value("node_id", ""), "node-a");
     EXPECT_EQ(event.value("connection_id", std::int64_t{0}), *c.connection_id);
+}
+
+/// provision_and_open against a CA with a JITP profile (product demo, tags, description).
+class Provisioning : public ConnectionCheck {
+  protected:
+    void SetUp() override {
+        ConnectionCheck::SetUp();
+        db_.run([&](Tx& tx) {
+            NewCaCertificate ca;
+            ca.org_id = org_;
+            ca.serial = "2002";
+            ca.ski = "JITP:SKI";
+            ca.subject = "CN=jitp CA";
+            ca.fingerprint = "JITPCAFP";
+            ca.not_before = Clock::now() - std::chrono::hours(1);
+            ca.not_after = Clock::now() + std::chrono::hours(24);
+            ca.der = {0x30, 0x00};
+            ca.jitp = JitpProfile{product_, "demo", {"field", "eu"}, "made on first contact"};
+            jitp_ca_ = ca_certificates::create(tx, ca).id;
+        });
+    }
+
+    devices::Provisioning request(const std::string& identifier, const std::string& fingerprint,
+                                  std::int64_t ca = 0) const {
+        devices::Provisioning p;
+        p.ca_id = ca == 0 ? jitp_ca_ : ca;
+        p.org_id = org_;
+        p.identifier = identifier;
+        auto& c = p.certificate;
+        c.org_id = org_;
+        c.serial = "5" + fingerprint.substr(fingerprint.size() - 1);
+        c.aki = "JITP:SKI";
+        c.ski = "SKI:" + fingerprint;
+        c.not_before = Clock::now() - std::chrono::hours(1);
+        c.not_after = Clock::now() + std::chrono::hours(24);
+        c.fingerprint = fingerprint;
+        c.public_key_fingerprint = "KEY:" + fingerprint;
+        c.der = {0x30, 0x01, 0x05};
+        p.node_id = "node-b";
+        p.remote_address = "127.0.0.9:4000";
+        p.event = R"({"kind":"device_connected","node_id":"node-b"})";
+        return p;
+    }
+
+    std::optional<devices::Provisioned> provision(const devices::Provisioning& p) {
+        std::optional<devices::Provisioned> out;
+        db_.autocommit([&](Tx& tx) { out = devices::provision_and_open(tx, p); });
+        return out;
+    }
+
+    std::int64_t count(const std::string& sql) {
+        std::int64_t n = 0;
+        db_.autocommit([&](Tx& tx) { n = tx->exec1(sql)[0].as<std::int64_t>(); });
+        return n;
+    }
+
+    std::int64_t jitp_ca_ = 0;
+};
+
+TEST_F(Provisioning, APlainFirstConnectionIsProvisionedInOneStatement) {
+    const auto made = provision(request("dev-new", "NEWFP1"));
+    ASSERT_TRUE(made.has_value());
+    ASSERT_TRUE(made->connection_id.has_value());
+    EXPECT_EQ(made->org_id, org_);
+    EXPECT_EQ(made->product_id, product_);
+    EXPECT_EQ(made->identifier, "dev-new");
+    db_.autocommit([&](Tx& tx) {
+        const auto d = devices::find_by_id(tx, made->device_id);
+        ASSERT_TRUE(d.has_value());
+        EXPECT_EQ(d->identifier, "dev-new");
+        EXPECT_EQ(d->description, "made on first contact");
+        EXPECT_EQ(d->tags, (std::vector<std::string>{"field", "eu"}));
+        EXPECT_TRUE(d->connected_at.has_value());
+        EXPECT_TRUE(d->first_seen_at.has_value());
+        EXPECT_TRUE(d->last_seen_at.has_value());
+        const auto cert = devices::find_certificate_by_fingerprint(tx, "NEWFP1");
+        ASSERT_TRUE(cert.has_value());
+        EXPECT_EQ(cert->device_id, made->device_id);
+        EXPECT_EQ(cert->serial, "51");
+        EXPECT_EQ(cert->aki, "JITP:SKI");
+        const auto conn = tx->exec_params1(
+            "SELECT device_id, node_id, remote_address, certificate_fingerprint, status "
+            "FROM device_connections WHERE id = $1",
+            *made->connection_id);
+        EXPECT_EQ(conn[0].as<std::int64_t>(), made->device_id);
+        EXPECT_EQ(conn[1].as<std::string>(), "node-b");
+        EXPECT_EQ(conn[2].as<std::string>(), "127.0.0.9:4000");
+        EXPECT_EQ(conn[3].as<std::string>(), "NEWFP1");
+        EXPECT_EQ(conn[4].as<std::string>(), "connected");
+        const auto audit = tx->exec1(
+            "SELECT actor_type, actor, action, resource, details::text FROM audit_logs "
+            "WHERE action = 'device.provisioned'");
+        EXPECT_EQ(audit[0].as<std::string>(), "device");
+        EXPECT_EQ(audit[1].as<std::string>(), "dev-new");
+        EXPECT_EQ(audit[3].as<std::string>(), "dev-new");
+        const auto details = nlohmann::json::parse(audit[4].as<std::string>());
+        EXPECT_EQ(details.value("product", ""), "demo");
+        EXPECT_EQ(details.value("ca_serial", ""), "2002");
+        EXPECT_EQ(details.value("certificate_serial", ""), "51");
+        EXPECT_EQ(details.value("remote", ""), "127.0.0.9:4000");
+        EXPECT_TRUE(tx->exec_params1("SELECT last_used_at IS NOT NULL FROM ca_certificates "
+                                     "WHERE id = $1",
+                                     jitp_ca_)[0]
+                        .as<bool>());
+    });
+}
+
+TEST_F(Provisioning, AnythingButThePlainCaseIsLeftToTheTransaction) {
+    const auto devices_before = count("SELECT count(*) FROM devices");
+    const auto audit_before = count("SELECT count(*) FROM audit_logs");
+    // The CA has no JITP profile.
+    EXPECT_FALSE(provision(request("dev-x", "XFP1", ca_)).has_value());
+    // The identifier exists (dev-1), also once deleted.
+    EXPECT_FALSE(provision(request("dev-1", "XFP2")).has_value());
+    db_.run([&](Tx& tx) { devices::soft_delete(tx, device_); });
+    EXPECT_FALSE(provision(request("dev-1", "XFP3")).has_value());
+    // The certificate is stored already.
+    EXPECT_FALSE(provision(request("dev-y", "DEVFP")).has_value());
+    // A certificate with the same public key is stored in the organization (rotation).
+    auto same_key = request("dev-z", "XFP4");
+    same_key.certificate.public_key_fingerprint = "KEY:DEVFP";
+    EXPECT_FALSE(provision(same_key).has_value());
+    // A CA of another organization.
+    auto other = request("dev-w", "XFP5");
+    other.org_id = other_org_;
+    EXPECT_FALSE(provision(other).has_value());
+
+    EXPECT_EQ(count("SELECT count(*) FROM devices"), devices_before);
+    EXPECT_EQ(count("SELECT count(*) FROM audit_logs"), audit_before);
+    EXPECT_EQ(count("SELECT count(*) FROM device_connections"), 0);
+}
+
+TEST_F(Provisioning, LosesToAConcurrentFirstConnectionOfTheSameDevice) {
+    // Another connection has inserted dev-race and not committed yet: the statement waits for
+    // it, then creates nothing.
+    pqxx::connection other{test_db_.url()};
+    pqxx::work tx{other};
+    tx.exec_params0(
+        "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-race')", org_,
+        product_);
+    std::optional<devices::Provisioned> made{devices::Provisioned{}};
+    std::thread racer([&] { made = provision(request("dev-race", "RACEFP1")); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    tx.commit();
+    racer.join();
+    EXPECT_FALSE(made.has_value());
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-race'"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM audit_logs WHERE action = 'device.provisioned'"), 0);
+}
+
+TEST_F(Provisioning, KeepsTheDeviceWhenAConcurrentConnectionStoredTheCertificateFirst) {
+    // Another connection has stored the same certificate (for dev-1) and not committed yet:
+    // the device is created, the certificate is not, and no connection is opened.
+    pqxx::connection other{test_db_.url()};
+    pqxx::work tx{other};
+    tx.exec_params0(
+        "INSERT INTO device_certificates (org_id, device_id, serial, not_before, not_after, "
+        "fingerprint, public_key_fingerprint, der) VALUES ($1, $2, '99', now(), "
+        "now() + interval '1 day', 'RACEFP2', 'KEY:OTHER', '\\x3000')",
+        org_, device_);
+    std::optional<devices::Provisioned> made;
+    std::thread racer([&] { made = provision(request("dev-late", "RACEFP2")); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    tx.commit();
+    racer.join();
+    ASSERT_TRUE(made.has_value());
+    EXPECT_FALSE(made->connection_id.has_value());
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-late'"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM device_certificates WHERE fingerprint = 'RACEFP2'"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM device_connections"), 0);
 }
 
 }  // namespace
