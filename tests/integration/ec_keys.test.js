@@ -9,6 +9,7 @@ const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
 const { startDeviceFixture } = require('../e2e/lib/device_fixture');
+const { sample } = require('../e2e/lib/metrics');
 
 /** Whether the system OpenSSL (the one otahubd links) predates 3.2: "OpenSSL 3.0.19 27 Jan 2026". */
 function opensslBefore32() {
@@ -25,11 +26,6 @@ after(async () => {
     f.pki.cleanup();
   }
 });
-
-function sample(text, name, labels) {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-  return line === undefined ? null : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
 
 async function methods(f) {
   const res = await f.hub.request('GET', '/metrics');

@@ -7,6 +7,7 @@ const net = require('node:net');
 const { startHub, createDatabase, dropDatabase, runBin } = require('../e2e/lib/hub');
 const { TestPki } = require('../e2e/lib/pki');
 const { DeviceFixture, eventually } = require('../e2e/lib/device_fixture');
+const { sample } = require('../e2e/lib/metrics');
 
 /** A TCP proxy to PostgreSQL that can be cut (every link reset, new ones refused) and restored. */
 class PgProxy {
@@ -40,11 +41,6 @@ let proxy;
 let db;
 
 /** Value of one sample line `name{labels} value` (labels given exactly as rendered), or null. */
-function sample(text, name, labels = '') {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-  return line === undefined ? null : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
-
 async function scrape() {
   const res = await fx.hub.request('GET', '/metrics');
   assert.equal(res.status, 200);

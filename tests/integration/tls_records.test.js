@@ -6,6 +6,7 @@
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startDeviceFixture, eventually } = require('../e2e/lib/device_fixture');
+const { sample } = require('../e2e/lib/metrics');
 
 const fixtures = [];
 
@@ -15,11 +16,6 @@ after(async () => {
     f.pki.cleanup();
   }
 });
-
-function sample(text, name, labels = '') {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-  return line === undefined ? null : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
 
 async function records(f) {
   const res = await f.hub.request('GET', '/metrics');
