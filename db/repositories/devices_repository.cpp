@@ -172,14 +172,15 @@ DeviceRow create(Tx& tx, std::int64_t org_id, std::int64_t product_id,
 
 DeviceRow create_if_missing(Tx& tx, std::int64_t org_id, std::int64_t product_id,
                             const std::string& identifier, const std::string& description,
-                            const std::vector<std::string>& tags) {
+                            const std::vector<std::string>& tags, bool* created) {
     // ON CONFLICT DO NOTHING waits for a concurrent insert of the same key to commit; the
     // SELECT after it (a new statement, READ COMMITTED) then sees that row.
-    tx->exec_params0(
+    const auto inserted = tx->exec_params(
         "INSERT INTO devices (org_id, product_id, identifier, description, tags) "
         "VALUES ($1, $2, $3, $4, ARRAY(SELECT jsonb_array_elements_text($5::jsonb))) "
-        "ON CONFLICT (org_id, identifier) DO NOTHING",
+        "ON CONFLICT (org_id, identifier) DO NOTHING RETURNING id",
         org_id, product_id, identifier, description, json_array(tags));
+    if (created != nullptr) *created = !inserted.empty();
     return *find_any(tx, org_id, identifier);
 }
 

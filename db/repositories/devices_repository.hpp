@@ -138,10 +138,11 @@ DeviceRow create(Tx& tx, std::int64_t org_id, std::int64_t product_id,
                  const std::string& identifier, const std::string& description,
                  const std::vector<std::string>& tags);
 /// Creates the device unless (org, identifier) exists; returns the device either way (JITP:
-/// concurrent first connections of one device end with one row).
+/// concurrent first connections of one device end with one row). `created`, when given, tells
+/// whether this call inserted it (only that connection audits the provisioning).
 DeviceRow create_if_missing(Tx& tx, std::int64_t org_id, std::int64_t product_id,
                             const std::string& identifier, const std::string& description,
-                            const std::vector<std::string>& tags);
+                            const std::vector<std::string>& tags, bool* created = nullptr);
 /// Sets the editable settings.
 DeviceRow update(Tx& tx, std::int64_t id, const std::string& description,
                  const std::vector<std::string>& tags, bool updates_enabled, bool disabled);

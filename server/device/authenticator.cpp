@@ -89,22 +89,25 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
                 if (!ca || !ca->jitp) {
                     return refuse(401, "device not registered and its CA has no JITP profile");
                 }
+                // A concurrent first connection may have created it a moment ago: only the
+                // connection that inserted the row counts and audits the provisioning.
                 device = db::devices::create_if_missing(tx, org_id, ca->jitp->product_id,
                                                         leaf.common_name, ca->jitp->description,
-                                                        ca->jitp->tags);
-                provisioned = true;
-                db::AuditEntry entry;
-                entry.org_id = org_id;
-                entry.actor_type = "device";
-                entry.actor = leaf.common_name;
-                entry.action = "device.provisioned";
-                entry.resource_type = "device";
-                entry.resource = leaf.common_name;
-                entry.details = {{"product", ca->jitp->product_name},
-                                 {"ca_serial", ca->serial},
-                                 {"certificate_serial", leaf.serial},
-                                 {"remote", request.remote}};
-                db::audit::record(tx, entry);
+                                                        ca->jitp->tags, &provisioned);
+                if (provisioned) {
+                    db::AuditEntry entry;
+                    entry.org_id = org_id;
+                    entry.actor_type = "device";
+                    entry.actor = leaf.common_name;
+                    entry.action = "device.provisioned";
+                    entry.resource_type = "device";
+                    entry.resource = leaf.common_name;
+                    entry.details = {{"product", ca->jitp->product_name},
+                                     {"ca_serial", ca->serial},
+                                     {"certificate_serial", leaf.serial},
+                                     {"remote", request.remote}};
+                    db::audit::record(tx, entry);
+                }
             }
         }
         if (device->deleted) return refuse(403, "device deleted");

@@ -622,5 +622,40 @@ TEST_F(Provisioning, KeepsTheDeviceWhenAConcurrentConnectionStoredTheCertificate
     EXPECT_EQ(count("SELECT count(*) FROM device_connections"), 0);
 }
 
+TEST_F(Provisioning, CreateIfMissingTellsWhetherItInsertedTheDevice) {
+    // The transaction path's JITP audits only when it inserted the row itself: two connections
+    // racing through it must not both record device.provisioned.
+    bool created = false;
+    std::int64_t id = 0;
+    db_.run([&](Tx& tx) {
+        id = devices::create_if_missing(tx, org_, product_, "dev-once", "", {}, &created).id;
+    });
+    EXPECT_TRUE(created);
+    db_.run([&](Tx& tx) {
+        EXPECT_EQ(devices::create_if_missing(tx, org_, product_, "dev-once", "", {}, &created).id,
+                  id);
+    });
+    EXPECT_FALSE(created);
+
+    // A concurrent connection inserted it and commits while this one waits on the key.
+    pqxx::connection other{test_db_.url()};
+    pqxx::work tx{other};
+    tx.exec_params0(
+        "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-twice')", org_,
+        product_);
+    created = true;
+    std::int64_t seen = 0;
+    std::thread racer([&] {
+        db_.run([&](Tx& t) {
+            seen = devices::create_if_missing(t, org_, product_, "dev-twice", "", {}, &created).id;
+        });
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    tx.commit();
+    racer.join();
+    EXPECT_FALSE(created);
+    EXPECT_GT(seen, 0);
+}
+
 }  // namespace
 }  // namespace otahub::db

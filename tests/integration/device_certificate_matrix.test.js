@@ -183,6 +183,10 @@ test('JITP race: 20 parallel first connections of one CN make one device', async
   assert.equal(list.body.data.length, 1, JSON.stringify(list.body));
   const certs = await f.api('GET', '/api/orgs/acme/products/sensor/devices/matrix-race/certificates');
   assert.equal(certs.body.data.length, 1);
+  // Provisioned (and audited) once, whichever connection won.
+  const audit = await f.api('GET', '/api/orgs/acme/audit_logs?action=device.provisioned&target=matrix-race');
+  assert.equal(audit.body.data.length, 1, audit.text);
+  console.log(`# JITP race: ${accepted}/20 accepted`);
   await eventually(async () => {
     const d = await f.device('matrix-race');
     return d && !d.online;
