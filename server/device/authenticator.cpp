@@ -20,6 +20,20 @@ AuthResult refuse(int status, std::string reason) {
     return result;
 }
 
+/// An admission of device `id` (its org, product and identifier) on connection `connection_id`.
+AuthResult admit(std::int64_t id, std::int64_t org_id, std::int64_t product_id,
+                 std::string identifier, std::int64_t connection_id) {
+    AuthResult result;
+    result.ok = true;
+    result.status = 101;
+    result.device_id = id;
+    result.org_id = org_id;
+    result.product_id = product_id;
+    result.identifier = std::move(identifier);
+    result.connection_id = connection_id;
+    return result;
+}
+
 // The stable code a refusal is counted under (handshake_refusals.reason, stage "upgrade").
 std::string refusal_code(const std::string& reason) {
     static const std::pair<std::string_view, std::string_view> kCodes[] = {
@@ -119,19 +133,14 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     if (device->deleted) return refuse(403, "device deleted");
     if (device->disabled) return refuse(403, "device disabled");
 
-    AuthResult result;
-    result.ok = true;
-    result.status = 101;
-    result.device_id = device->id;
-    result.org_id = device->org_id;
-    result.product_id = device->product_id;
-    result.identifier = device->identifier;
-    result.provisioned = provisioned;
-    result.certificate_added = added;
     // The connection row and its NOTIFY (sent at COMMIT) in one statement.
-    result.connection_id = db::devices::open_connection_and_notify(
+    const auto connection_id = db::devices::open_connection_and_notify(
         tx, device->id, request.node_id, request.remote, leaf.fingerprint, request.ca.id,
         known_certificate, connected_event(device->id, request.node_id));
+    auto result =
+        admit(device->id, device->org_id, device->product_id, device->identifier, connection_id);
+    result.provisioned = provisioned;
+    result.certificate_added = added;
     return result;
 }
 
@@ -186,15 +195,8 @@ std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest
         throw std::runtime_error("device admission rules disagree: admitted but not opened");
     }
     const auto& device = *check.certificate->device;
-    AuthResult result;
-    result.ok = true;
-    result.status = 101;
-    result.device_id = device.id;
-    result.org_id = device.org_id;
-    result.product_id = device.product_id;
-    result.identifier = device.identifier;
-    result.connection_id = *check.connection_id;
-    return result;
+    return admit(device.id, device.org_id, device.product_id, device.identifier,
+                 *check.connection_id);
 }
 
 /// A first connection in the plain JITP case (see devices::provision_and_open): one statement
@@ -221,16 +223,10 @@ std::optional<AuthResult> provision_plain(db::Database& db, const AuthRequest& r
         result.provisioned = result.ok;
         return result;
     }
-    AuthResult result;
-    result.ok = true;
-    result.status = 101;
-    result.device_id = made->device_id;
-    result.org_id = made->org_id;
-    result.product_id = made->product_id;
-    result.identifier = made->identifier;
+    auto result = admit(made->device_id, made->org_id, made->product_id, made->identifier,
+                        *made->connection_id);
     result.provisioned = true;
     result.certificate_added = true;
-    result.connection_id = *made->connection_id;
     return result;
 }
 

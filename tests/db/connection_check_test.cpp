@@ -8,6 +8,7 @@
 #include <chrono>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <pqxx/pqxx>
 #include <thread>
 
@@ -26,6 +27,48 @@ namespace otahub::db {
 namespace {
 
 using Clock = std::chrono::system_clock;
+
+/// Listens on the event channel and keeps what arrives.
+class EventWatch {
+  public:
+    explicit EventWatch(const std::string& url) {
+        ListenerOptions options;
+        options.url = url;
+        options.on_notification = [this](const std::string& payload) {
+            const std::lock_guard lock{mutex_};
+            payloads_.push_back(payload);
+        };
+        options.on_connected = [this](bool) { listening_ = true; };
+        listener_.emplace(options);
+        listener_->start();
+        for (int i = 0; i < 100 && !listening_; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+    }
+    ~EventWatch() { listener_->stop(); }
+    EventWatch(const EventWatch&) = delete;
+    EventWatch& operator=(const EventWatch&) = delete;
+
+    bool listening() const { return listening_; }
+
+    /// The first notification, parsed (waits up to 5 s); null when none came.
+    nlohmann::json first_event() {
+        for (int i = 0; i < 100; ++i) {
+            {
+                const std::lock_guard lock{mutex_};
+                if (!payloads_.empty()) return nlohmann::json::parse(payloads_.front());
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        return nullptr;
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<std::string> payloads_;
+    std::atomic<bool> listening_{false};
+    std::optional<NotificationListener> listener_;
+};
 
 class ConnectionCheck : public ::testing::Test {
   protected:
@@ -168,22 +211,8 @@ TEST_F(ConnectionCheck, SeesRevocationDisablingDeletionAndCrlListing) {
 }
 
 TEST_F(ConnectionCheck, OpenConnectionAndNotifyWritesTheRowAndSendsTheEvent) {
-    std::mutex mutex;
-    std::vector<std::string> payloads;
-    std::atomic<bool> listening{false};
-    ListenerOptions options;
-    options.url = test_db_.url();
-    options.on_notification = [&](const std::string& payload) {
-        const std::lock_guard lock{mutex};
-        payloads.push_back(payload);
-    };
-    options.on_connected = [&](bool) { listening = true; };
-    NotificationListener listener{options};
-    listener.start();
-    for (int i = 0; i < 100 && !listening; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_TRUE(listening);
+    EventWatch watch{test_db_.url()};
+    ASSERT_TRUE(watch.listening());
 
     std::int64_t id = 0;
     db_.autocommit([&](Tx& tx) {
@@ -209,18 +238,7 @@ TEST_F(ConnectionCheck, OpenConnectionAndNotifyWritesTheRowAndSendsTheEvent) {
         EXPECT_TRUE(row[5].as<bool>());
         EXPECT_TRUE(row[6].as<bool>());
     });
-    nlohmann::json event;
-    for (int i = 0; i < 100; ++i) {
-        {
-            const std::lock_guard lock{mutex};
-            if (!payloads.empty()) {
-                event = nlohmann::json::parse(payloads.front());
-                break;
-            }
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    listener.stop();
+    const nlohmann::json event = watch.first_event();
     ASSERT_TRUE(event.is_object()) << "no notification arrived";
     EXPECT_EQ(event.value("kind", ""), "device_connected");
     EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
@@ -394,22 +412,8 @@ TEST_F(ConnectionCheck, CheckAndOpenOpensNothingForRefusedOrUnknownCertificates)
 }
 
 TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
-    std::mutex mutex;
-    std::vector<std::string> payloads;
-    std::atomic<bool> listening{false};
-    ListenerOptions options;
-    options.url = test_db_.url();
-    options.on_notification = [&](const std::string& payload) {
-        const std::lock_guard lock{mutex};
-        payloads.push_back(payload);
-    };
-    options.on_connected = [&](bool) { listening = true; };
-    NotificationListener listener{options};
-    listener.start();
-    for (int i = 0; i < 100 && !listening; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_TRUE(listening);
+    EventWatch watch{test_db_.url()};
+    ASSERT_TRUE(watch.listening());
 
     const auto c = open("DEVFP");
     ASSERT_TRUE(c.connection_id.has_value());
@@ -433,18 +437,7 @@ TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
         EXPECT_TRUE(row[6].as<bool>());
         EXPECT_TRUE(row[7].as<bool>());
     });
-    nlohmann::json event;
-    for (int i = 0; i < 100; ++i) {
-        {
-            const std::lock_guard lock{mutex};
-            if (!payloads.empty()) {
-                event = nlohmann::json::parse(payloads.front());
-                break;
-            }
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    listener.stop();
+    const nlohmann::json event = watch.first_event();
     ASSERT_TRUE(event.is_object()) << "no notification arrived";
     EXPECT_EQ(event.value("kind", ""), "device_connected");
     EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
