@@ -365,8 +365,8 @@ const std::string& open_connection_sql() {
     return sql;
 }
 
-// connection_check's read, and the connection row with its writes and NOTIFY when that read
-// admits the device (see check_and_open_connection). $1 fingerprint, $2 CA, $3 serial,
+// The known-certificate check, and the connection row with its writes and NOTIFY when it admits
+// the device (see check_and_open_connection). $1 fingerprint, $2 CA, $3 serial,
 // $4 issued by the CA, $5 org, $6 node, $7 remote address, $8 channel, $9 event.
 const std::string& check_and_open_sql() {
     static const std::string sql =
@@ -478,20 +478,6 @@ std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const st
                        device_id, node_id, remote_address, fingerprint, ca_id,
                        nullable(id_text(certificate_id)), std::string(kEventChannel), event)[0]
         .as<std::int64_t>();
-}
-
-ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
-                                 const std::string& serial, bool issued_by_ca) {
-    static const std::string sql =
-        "SELECT crl.policy, crl.has_crl, crl.expired, crl.listed, k.id, k.revoked, d.id, "
-        "d.org_id, d.product_id, d.identifier, d.disabled, d.deleted_at IS NOT NULL "
-        "FROM (SELECT 1) one LEFT JOIN LATERAL (" +
-        managed_ca::crl_state_subquery("$2", "$3", "$4::boolean") +
-        ") AS crl(policy, has_crl, expired, listed) ON true "
-        "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
-        "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
-        "LEFT JOIN devices d ON d.id = k.device_id";
-    return check_from(tx->exec_params1(sql, fingerprint, ca_id, serial, issued_by_ca));
 }
 
 std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p) {

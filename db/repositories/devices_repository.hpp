@@ -153,7 +153,7 @@ void soft_delete(Tx& tx, std::int64_t id);
 struct JoinFacts {
     /// The device has an update in flight (rollouts::in_flight would find it).
     bool update_in_flight = false;
-    /// The connecting certificate has rotation work (managed_ca::rotation_work_on_join).
+    /// The connecting certificate has rotation work (managed_ca::rotation_work_sql).
     bool rotation_work = false;
 };
 
@@ -236,11 +236,9 @@ struct ConnectionOpening {
     std::string event{};
 };
 
-/// One read-only statement: the CRL state of CA `ca_id` for `serial` (the serial is looked up
-/// only when `issued_by_ca`) and the certificate stored with `fingerprint`, with its device.
-ConnectionCheck connection_check(Tx& tx, const std::string& fingerprint, std::int64_t ca_id,
-                                 const std::string& serial, bool issued_by_ca);
-/// connection_check and, in the same statement, when what it reads admits the connection (no
+/// Reads the CRL state of CA `ca_id` for `serial` (the serial is looked up only when
+/// `issued_by_ca`) and the certificate stored with `fingerprint`, with its device; and, in the
+/// same statement, when what it reads admits the connection (no
 /// CRL refusal, managed_ca::crl_admits_sql; a stored certificate, not revoked, of a device of
 /// `opening.org_id` neither deleted nor disabled), what open_connection_and_notify does with
 /// the stored certificate: one round trip for a device seen before. `connection_id` is set

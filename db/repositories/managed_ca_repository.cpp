@@ -279,11 +279,6 @@ std::string rotation_work_sql(std::string_view fingerprint, std::string_view ca_
            std::string(ca_id) + ")";
 }
 
-bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id) {
-    return tx->exec_params1("SELECT " + rotation_work_sql("$1", "$2"), fingerprint, ca_id)[0]
-        .as<bool>();
-}
-
 std::vector<RetiredCertificate> schedule_retirement(Tx& tx, const std::string& fingerprint,
                                                     std::chrono::seconds grace) {
     return retired_from(tx->exec_params(

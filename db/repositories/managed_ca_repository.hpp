@@ -142,12 +142,10 @@ std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
     Tx& tx, std::int64_t org_id, const std::string& ca_ski,
     const std::vector<std::string>& serials);
 
-/// Whether a device connecting with `fingerprint` through CA `ca_id` has rotation work: a
-/// certificate it replaces awaits retirement, or the CA is hub-managed (renewal checks). One
-/// read-only statement; when false, there is nothing to do on join.
-bool rotation_work_on_join(Tx& tx, const std::string& fingerprint, std::int64_t ca_id);
-/// rotation_work_on_join's condition as a boolean SQL expression over two placeholders, for
-/// statements that read it alongside other work (devices::record_join).
+/// Whether a device connecting with the certificate `fingerprint` through CA `ca_id` has
+/// rotation work (a certificate it replaces awaits retirement, or the CA is hub-managed: renewal
+/// checks), as a boolean SQL expression over two placeholders; devices::record_join reads it
+/// with the join. When false, there is nothing to do on join.
 std::string rotation_work_sql(std::string_view fingerprint, std::string_view ca_id);
 /// The certificate with that fingerprint.
 std::optional<RotationCertificate> find_certificate(Tx& tx, const std::string& fingerprint);

@@ -110,17 +110,9 @@ nlohmann::json managed_ca_chain(db::Tx& tx, std::int64_t org_id, const pki::Cert
     return chain;
 }
 
-void CertificateRotation::joined(const SessionInfo& info, std::optional<bool> work_known) {
-    // Most joins have no rotation work (a custom CA, no pending retirement): the join's own
-    // statement read that, else one read-only statement does, instead of a transaction of three.
-    bool work = false;
-    if (work_known) {
-        work = *work_known;
-    } else {
-        db_.autocommit([&](db::Tx& tx) {
-            work = db::managed_ca::rotation_work_on_join(tx, info.fingerprint, info.ca_id);
-        });
-    }
+void CertificateRotation::joined(const SessionInfo& info, bool work) {
+    // Most joins have no rotation work (a custom CA, no pending retirement), as the join's own
+    // statement read: no transaction of three for them.
     if (!work) return;
     std::optional<nlohmann::json> renew;
     db_.transact([&](db::Tx& tx) {

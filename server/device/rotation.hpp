@@ -105,8 +105,8 @@ class CertificateRotation {
     std::size_t sweep();
 
   private:
-    /// `work_known`: what devices::record_join read for rotation_work_on_join, if it did.
-    void joined(const SessionInfo& info, std::optional<bool> work_known);
+    /// `work`: whether the certificate has rotation work, as devices::record_join read it.
+    void joined(const SessionInfo& info, bool work);
     void handle_csr(const SessionInfo& info, const nlohmann::json& payload);
     void refuse(const SessionInfo& info, const std::string& reason);
     void run();

@@ -67,24 +67,15 @@ RolloutEngine::~RolloutEngine() { stop(); }
 // ---- device hooks ----
 
 void RolloutEngine::on_join(const device::SessionInfo& info, const db::FirmwareReport& report,
-                            std::optional<bool> in_flight_known) {
+                            bool in_flight) {
     {
         const std::lock_guard lock{mutex_};
         local_[info.device_id] = Local{info.product_id, info.connection_id};
     }
     std::optional<db::FirmwareRow> resend;
     std::optional<std::int64_t> resend_deployment;
-    // Most joins have no update in flight: the join's statement found that out (else one
-    // statement here, without a transaction block); the transaction below re-reads it when
-    // there is one.
-    bool in_flight = false;
-    if (in_flight_known) {
-        in_flight = *in_flight_known;
-    } else {
-        db_.autocommit([&](db::Tx& tx) {
-            in_flight = db::rollouts::in_flight(tx, info.device_id).has_value();
-        });
-    }
+    // Most joins have no update in flight, as the join's own statement found out; the
+    // transaction below re-reads it when there is one.
     if (in_flight) {
         db_.run([&](db::Tx& tx) {
             auto current = db::rollouts::in_flight(tx, info.device_id);

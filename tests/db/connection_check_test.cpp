@@ -1,7 +1,8 @@
-// The device endpoint's known-certificate fast path: connection_check (one read for the CRL
-// state, the certificate and its device), open_connection_and_notify (connection row and NOTIFY
-// in one statement), rotation_work_on_join and record_join (the join's UPDATE and the facts its
-// observers start from in one statement), against a real PostgreSQL.
+// The device endpoint's statements, against a real PostgreSQL: check_and_open_connection (the
+// CRL state, the certificate and its device, and the connection row with its NOTIFY when they
+// admit it, in one statement), open_connection_and_notify, record_join (the join's UPDATE and the
+// facts its observers start from, in one statement) and provision_and_open (plain JITP in one
+// statement).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -110,12 +111,20 @@ class ConnectionCheck : public ::testing::Test {
         return devices::insert_certificate(tx, cert)->id;
     }
 
+    /// check_and_open_connection as a pure read: for an organization that does not exist, so it
+    /// never opens a connection.
     devices::ConnectionCheck check(const std::string& fingerprint, const std::string& serial = "77",
                                    std::int64_t ca = 0) {
+        devices::ConnectionOpening opening;
+        opening.org_id = -1;
+        opening.node_id = "node-a";
+        opening.event = "{}";
         devices::ConnectionCheck out;
         db_.autocommit([&](Tx& tx) {
-            out = devices::connection_check(tx, fingerprint, ca == 0 ? ca_ : ca, serial, true);
+            out = devices::check_and_open_connection(tx, fingerprint, ca == 0 ? ca_ : ca, serial,
+                                                     true, opening);
         });
+        EXPECT_FALSE(out.connection_id.has_value());
         return out;
     }
 
@@ -247,9 +256,15 @@ TEST_F(ConnectionCheck, OpenConnectionAndNotifyWritesTheRowAndSendsTheEvent) {
 }
 
 TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
-    bool work = true;
-    db_.autocommit([&](Tx& tx) { work = managed_ca::rotation_work_on_join(tx, "DEVFP", ca_); });
-    EXPECT_FALSE(work) << "a custom CA and no replaced certificate";
+    auto rotation_work = [&](const std::string& fingerprint, std::int64_t ca) {
+        bool work = false;
+        db_.autocommit([&](Tx& tx) {
+            work =
+                devices::record_join(tx, device_, FirmwareReport{}, fingerprint, ca).rotation_work;
+        });
+        return work;
+    };
+    EXPECT_FALSE(rotation_work("DEVFP", ca_)) << "a custom CA and no replaced certificate";
 
     // A successor certificate: the old one awaits retirement when the new one connects.
     std::int64_t successor = 0;
@@ -257,14 +272,12 @@ TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
         successor = insert_certificate(tx, "78", "DEVFP2");
         managed_ca::set_replaced_by(tx, certificate_, successor);
     });
-    db_.autocommit([&](Tx& tx) { work = managed_ca::rotation_work_on_join(tx, "DEVFP2", ca_); });
-    EXPECT_TRUE(work);
+    EXPECT_TRUE(rotation_work("DEVFP2", ca_));
     db_.run([&](Tx& tx) {
         EXPECT_EQ(managed_ca::schedule_retirement(tx, "DEVFP2", std::chrono::seconds(60)).size(),
                   1u);
     });
-    db_.autocommit([&](Tx& tx) { work = managed_ca::rotation_work_on_join(tx, "DEVFP2", ca_); });
-    EXPECT_FALSE(work) << "already scheduled";
+    EXPECT_FALSE(rotation_work("DEVFP2", ca_)) << "already scheduled";
 }
 
 TEST_F(ConnectionCheck, RecordJoinStoresTheReportAndReadsTheJoinFacts) {
@@ -311,7 +324,6 @@ TEST_F(ConnectionCheck, RecordJoinStoresTheReportAndReadsTheJoinFacts) {
                       .as<std::string>(),
                   "1.2.4")
             << "the UPDATE ran although the outer SELECT does not read it";
-        EXPECT_TRUE(managed_ca::rotation_work_on_join(tx, "DEVFP2", ca_));
     });
     // The old certificate does not itself have a successor pending: no rotation work for it.
     db_.autocommit(
