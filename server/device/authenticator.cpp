@@ -163,9 +163,9 @@ std::optional<AuthResult> known_refusal(const db::devices::ConnectionCheck& chec
 
 /// A certificate seen before (the common case: every reconnect): decided and admitted by one
 /// statement (the checks, then the connection row and NOTIFY when they pass), without a
-/// transaction block: 1 round trip instead of 7. Nullopt when the certificate is not stored and
-/// the CA's CRL does not refuse it: authenticate_in handles first connections, rotation and
-/// JITP in a transaction.
+/// transaction block: 1 round trip (2 before 2026-11-25). Nullopt when the certificate is not
+/// stored and the CA's CRL does not refuse it: provision_plain or authenticate_in handle first
+/// connections, rotation and JITP.
 std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest& request) {
     const auto& leaf = request.leaf;
     db::devices::ConnectionOpening opening;
