@@ -143,6 +143,54 @@ class ConnectionCheck : public ::testing::Test {
         return out;
     }
 
+    /// Undoes what opening a connection writes besides the row (dev-1's connection and seen
+    /// times, its certificates' and the CA's last use; the certificates' older than the
+    /// once-a-minute throttle), so that a test sees whether an opening writes them.
+    void forget_connection_writes() {
+        db_.run([&](Tx& tx) {
+            tx->exec_params0(
+                "UPDATE devices SET connected_at = NULL, last_seen_at = NULL "
+                "WHERE id = $1",
+                device_);
+            tx->exec_params0(
+                "UPDATE device_certificates SET last_used_at = "
+                "'2000-01-01T00:00:00Z' WHERE device_id = $1",
+                device_);
+            tx->exec_params0("UPDATE ca_certificates SET last_used_at = NULL WHERE id = $1", ca_);
+        });
+    }
+
+    /// Connection `id` is dev-1's on node-a from 127.0.0.1:5000 with certificate DEVFP, it wrote
+    /// the connection time and the certificate's and CA's last use, and its device_connected
+    /// event arrived at `watch`.
+    void expect_opened(std::int64_t id, EventWatch& watch) {
+        db_.autocommit([&](Tx& tx) {
+            const auto row = tx->exec_params1(
+                "SELECT c.device_id, c.node_id, c.status, c.certificate_fingerprint, "
+                "c.remote_address, d.connected_at IS NOT NULL, d.last_seen_at IS NOT NULL, "
+                "k.last_used_at > now() - interval '1 hour', a.last_used_at IS NOT NULL "
+                "FROM device_connections c JOIN devices d ON d.id = c.device_id "
+                "JOIN device_certificates k ON k.fingerprint = c.certificate_fingerprint "
+                "JOIN ca_certificates a ON a.id = $2 WHERE c.id = $1",
+                id, ca_);
+            EXPECT_EQ(row[0].as<std::int64_t>(), device_);
+            EXPECT_EQ(row[1].as<std::string>(), "node-a");
+            EXPECT_EQ(row[2].as<std::string>(), "connected");
+            EXPECT_EQ(row[3].as<std::string>(), "DEVFP");
+            EXPECT_EQ(row[4].as<std::string>(), "127.0.0.1:5000");
+            EXPECT_TRUE(row[5].as<bool>()) << "connection time";
+            EXPECT_TRUE(row[6].as<bool>()) << "last seen";
+            EXPECT_TRUE(row[7].as<bool>()) << "certificate use";
+            EXPECT_TRUE(row[8].as<bool>()) << "CA use";
+        });
+        const nlohmann::json event = watch.first_event();
+        ASSERT_TRUE(event.is_object()) << "no notification arrived";
+        EXPECT_EQ(event.value("kind", ""), "device_connected");
+        EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
+        EXPECT_EQ(event.value("node_id", ""), "node-a");
+        EXPECT_EQ(event.value("connection_id", std::int64_t{0}), id);
+    }
+
     std::int64_t connections() {
         std::int64_t n = 0;
         db_.autocommit([&](Tx& tx) {
@@ -220,6 +268,7 @@ TEST_F(ConnectionCheck, SeesRevocationDisablingDeletionAndCrlListing) {
 }
 
 TEST_F(ConnectionCheck, OpenConnectionAndNotifyWritesTheRowAndSendsTheEvent) {
+    forget_connection_writes();
     EventWatch watch{test_db_.url()};
     ASSERT_TRUE(watch.listening());
 
@@ -231,28 +280,7 @@ TEST_F(ConnectionCheck, OpenConnectionAndNotifyWritesTheRowAndSendsTheEvent) {
                 R"(,"node_id":"node-a"})");
     });
     EXPECT_GT(id, 0);
-    db_.autocommit([&](Tx& tx) {
-        auto row = tx->exec_params1(
-            "SELECT c.device_id, c.node_id, c.status, c.certificate_fingerprint, "
-            "d.connected_at IS NOT NULL, k.last_used_at IS NOT NULL, a.last_used_at IS NOT NULL "
-            "FROM device_connections c JOIN devices d ON d.id = c.device_id "
-            "JOIN device_certificates k ON k.fingerprint = c.certificate_fingerprint "
-            "JOIN ca_certificates a ON a.id = $2 WHERE c.id = $1",
-            id, ca_);
-        EXPECT_EQ(row[0].as<std::int64_t>(), device_);
-        EXPECT_EQ(row[1].as<std::string>(), "node-a");
-        EXPECT_EQ(row[2].as<std::string>(), "connected");
-        EXPECT_EQ(row[3].as<std::string>(), "DEVFP");
-        EXPECT_TRUE(row[4].as<bool>());
-        EXPECT_TRUE(row[5].as<bool>());
-        EXPECT_TRUE(row[6].as<bool>());
-    });
-    const nlohmann::json event = watch.first_event();
-    ASSERT_TRUE(event.is_object()) << "no notification arrived";
-    EXPECT_EQ(event.value("kind", ""), "device_connected");
-    EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
-    EXPECT_EQ(event.value("node_id", ""), "node-a");
-    EXPECT_EQ(event.value("connection_id", std::int64_t{0}), id);
+    expect_opened(id, watch);
 }
 
 TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
@@ -378,17 +406,18 @@ TEST_F(ConnectionCheck, CheckAndOpenAgreesWithCrlRefusalOnEveryCrlState) {
 }
 
 TEST_F(ConnectionCheck, CheckAndOpenOpensNothingForRefusedOrUnknownCertificates) {
-    std::int64_t second = 0;
-    db_.run([&](Tx& tx) { second = insert_certificate(tx, "79", "DEVFP3"); });
+    db_.run([&](Tx& tx) { insert_certificate(tx, "79", "DEVFP3"); });
+    forget_connection_writes();
     // What an opening writes besides the row (connection time, certificate and CA use).
     auto writes = [&] {
         std::string out;
         db_.autocommit([&](Tx& tx) {
             out = tx->exec_params1(
-                        "SELECT concat_ws('|', d.connected_at, k.last_used_at, a.last_used_at, "
-                        "d.last_seen_at) FROM devices d, device_certificates k, "
-                        "ca_certificates a WHERE d.id = $1 AND k.id = $2 AND a.id = $3",
-                        device_, second, ca_)[0]
+                        "SELECT concat_ws('|', d.connected_at, d.last_seen_at, a.last_used_at, "
+                        "(SELECT string_agg(k.last_used_at::text, ',' ORDER BY k.id) "
+                        "FROM device_certificates k WHERE k.device_id = d.id)) "
+                        "FROM devices d, ca_certificates a WHERE d.id = $1 AND a.id = $2",
+                        device_, ca_)[0]
                       .as<std::string>();
         });
         return out;
@@ -424,6 +453,7 @@ TEST_F(ConnectionCheck, CheckAndOpenOpensNothingForRefusedOrUnknownCertificates)
 }
 
 TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
+    forget_connection_writes();
     EventWatch watch{test_db_.url()};
     ASSERT_TRUE(watch.listening());
 
@@ -431,30 +461,7 @@ TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
     ASSERT_TRUE(c.connection_id.has_value());
     ASSERT_TRUE(c.certificate.has_value());
     EXPECT_EQ(c.certificate->device->id, device_);
-    db_.autocommit([&](Tx& tx) {
-        auto row = tx->exec_params1(
-            "SELECT c.device_id, c.node_id, c.status, c.certificate_fingerprint, "
-            "c.remote_address, d.connected_at IS NOT NULL, k.last_used_at IS NOT NULL, "
-            "a.last_used_at IS NOT NULL "
-            "FROM device_connections c JOIN devices d ON d.id = c.device_id "
-            "JOIN device_certificates k ON k.fingerprint = c.certificate_fingerprint "
-            "JOIN ca_certificates a ON a.id = $2 WHERE c.id = $1",
-            *c.connection_id, ca_);
-        EXPECT_EQ(row[0].as<std::int64_t>(), device_);
-        EXPECT_EQ(row[1].as<std::string>(), "node-a");
-        EXPECT_EQ(row[2].as<std::string>(), "connected");
-        EXPECT_EQ(row[3].as<std::string>(), "DEVFP");
-        EXPECT_EQ(row[4].as<std::string>(), "127.0.0.1:5000");
-        EXPECT_TRUE(row[5].as<bool>());
-        EXPECT_TRUE(row[6].as<bool>());
-        EXPECT_TRUE(row[7].as<bool>());
-    });
-    const nlohmann::json event = watch.first_event();
-    ASSERT_TRUE(event.is_object()) << "no notification arrived";
-    EXPECT_EQ(event.value("kind", ""), "device_connected");
-    EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
-    EXPECT_EQ(event.value("node_id", ""), "node-a");
-    EXPECT_EQ(event.value("connection_id", std::int64_t{0}), *c.connection_id);
+    expect_opened(*c.connection_id, watch);
 }
 
 /// provision_and_open against a CA with a JITP profile (product demo, tags, description).
