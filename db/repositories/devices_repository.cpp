@@ -201,16 +201,18 @@ void soft_delete(Tx& tx, std::int64_t id) {
 JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
                       const std::string& fingerprint, std::int64_t ca_id) {
     // The UPDATE runs whether or not the outer SELECT reads it (PostgreSQL always completes
-    // data-modifying CTEs); the two facts read tables it does not touch.
-    const auto row = tx->exec_params1(
+    // data-modifying CTEs); the two facts read tables it does not touch. Built once: every
+    // join runs it.
+    static const std::string sql =
         "WITH joined AS (UPDATE devices SET firmware_uuid = $2, version = $3, platform = $4, "
         "architecture = $5, firmware_product = $6, firmware_metadata = $7::jsonb, "
         "device_api_version = $8, firmware_validation_status = $9, "
         "firmware_auto_revert_detected = $10, currently_downloading_uuid = $11, "
         "last_seen_at = now(), updated_at = now() WHERE id = $1 RETURNING id) SELECT (" +
-            rollouts::in_flight_exists_sql("$1") + "), (" +
-            managed_ca::rotation_work_sql("$12", "$13::bigint") + ")",
-        id, nullable(report.uuid), nullable(report.version), nullable(report.platform),
+        rollouts::in_flight_exists_sql("$1") + "), (" +
+        managed_ca::rotation_work_sql("$12", "$13::bigint") + ")";
+    const auto row = tx->exec_params1(
+        sql, id, nullable(report.uuid), nullable(report.version), nullable(report.platform),
         nullable(report.architecture), nullable(report.product), report.metadata.dump(),
         nullable(report.device_api_version), report.validation_status, report.auto_revert_detected,
         nullable(report.currently_downloading_uuid), fingerprint, ca_id);
@@ -481,6 +483,7 @@ std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const st
 }
 
 std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p) {
+    // Room for the connection and device ids the statement adds.
     if (p.event.size() > kMaxNotifyPayload - 64) {
         throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
     }
@@ -504,7 +507,8 @@ std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p) {
 ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,
                                           std::int64_t ca_id, const std::string& serial,
                                           bool issued_by_ca, const ConnectionOpening& opening) {
-    if (opening.event.size() > kMaxNotifyPayload - 32) {
+    // Room for the connection and device ids the statement adds.
+    if (opening.event.size() > kMaxNotifyPayload - 64) {
         throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
     }
     const auto row = tx->exec_params1(
