@@ -143,8 +143,11 @@ struct Database::Impl {
             }
             watch_next = next;
             if (fired > 0) {
+                // Counted as unreachable before the watch lock is released: a caller that learns
+                // from unwatch() that its deadline fired then already sees the pool unreachable.
+                auto dropped = set_unreachable("no answer within the transaction deadline");
                 lock.unlock();
-                mark_unreachable("no answer within the transaction deadline");
+                dropped.clear();  // closes them outside both locks
                 lock.lock();
                 continue;
             }
@@ -159,21 +162,24 @@ struct Database::Impl {
     /// Counts the database as unreachable and drops the idle connections (on a hung link they
     /// would each hang their next caller).
     void mark_unreachable(const std::string& why) {
+        auto dropped = set_unreachable(why);  // closed on return, outside the lock
+    }
+
+    /// mark_unreachable() without closing: returns the dropped idle connections.
+    [[nodiscard]] std::vector<Connection> set_unreachable(const std::string& why) {
         std::vector<Connection> dropped;
-        {
-            std::lock_guard lock{mutex};
-            if (!unreachable) {
-                spdlog::warn(
-                    "database unreachable ({}); callers get 503 until a connection "
-                    "succeeds",
-                    why);
-            }
-            unreachable = true;
-            dropped.swap(idle);
-            open -= dropped.size();
-            available.notify_all();
+        std::lock_guard lock{mutex};
+        if (!unreachable) {
+            spdlog::warn(
+                "database unreachable ({}); callers get 503 until a connection "
+                "succeeds",
+                why);
         }
-        dropped.clear();  // closes them outside the lock
+        unreachable = true;
+        dropped.swap(idle);
+        open -= dropped.size();
+        available.notify_all();
+        return dropped;
     }
 
     std::string deadline_message() const {
