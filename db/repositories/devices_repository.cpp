@@ -520,12 +520,35 @@ ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint
 }
 
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason) {
-    tx->exec_params0(
-        "WITH connection AS (UPDATE device_connections SET status = 'disconnected', "
-        "disconnected_at = now(), last_seen_at = now(), disconnect_reason = $2 "
-        "WHERE id = $1 AND status = 'connected' RETURNING device_id) "
-        "UPDATE devices SET last_seen_at = now() WHERE id IN (SELECT device_id FROM connection)",
-        connection_id, reason);
+    close_connections(tx,
+                      {ConnectionClose{connection_id, reason, std::chrono::system_clock::now()}});
+}
+
+std::int64_t close_connections(Tx& tx, const std::vector<ConnectionClose>& closes) {
+    if (closes.empty()) return 0;
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& c : closes) {
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(c.at.time_since_epoch()).count();
+        list.push_back({{"id", c.connection_id}, {"reason", c.reason}, {"at", ms}});
+    }
+    // A reason is the hub's text, or a close reason or error message that may not be UTF-8.
+    const auto input = list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    const auto row = tx->exec_params1(
+        "WITH input AS (SELECT i.id, i.reason, least(now(), to_timestamp(i.at / 1000.0)) AS at "
+        "FROM jsonb_to_recordset($1::jsonb) AS i(id bigint, reason text, at double precision)), "
+        "closed AS (UPDATE device_connections c SET status = 'disconnected', "
+        "disconnected_at = greatest(c.connected_at, input.at), "
+        "last_seen_at = greatest(c.last_seen_at, c.connected_at, input.at), "
+        "disconnect_reason = input.reason "
+        "FROM input WHERE c.id = input.id AND c.status = 'connected' "
+        "RETURNING c.device_id, c.disconnected_at AS at), "
+        "seen AS (SELECT device_id, max(at) AS at FROM closed GROUP BY device_id), "
+        "touched AS (UPDATE devices d SET last_seen_at = greatest(d.last_seen_at, seen.at) "
+        "FROM seen WHERE d.id = seen.device_id) "
+        "SELECT count(*) FROM closed",
+        input);
+    return row[0].as<std::int64_t>();
 }
 
 void touch_last_seen(Tx& tx, const std::vector<std::int64_t>& device_ids) {

@@ -292,8 +292,20 @@ std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const st
                                         const std::string& fingerprint, std::int64_t ca_id,
                                         std::optional<std::int64_t> certificate_id,
                                         const std::string& event);
+/// A session that ended, as the node saw it.
+struct ConnectionClose {
+    std::int64_t connection_id = 0;
+    std::string reason{};
+    /// When it ended (the node's clock); written as the disconnection and last-seen time,
+    /// bounded by the database's now() and by the connection's start.
+    std::chrono::system_clock::time_point at{};
+};
+
 /// Marks a session disconnected (no-op when already so) and writes the device's last_seen_at.
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason);
+/// close_connection for many sessions in one statement; a device's last_seen_at never goes back.
+/// Returns how many sessions it marked disconnected.
+std::int64_t close_connections(Tx& tx, const std::vector<ConnectionClose>& closes);
 /// Writes last_seen_at = now() for these devices and their open sessions.
 void touch_last_seen(Tx& tx, const std::vector<std::int64_t>& device_ids);
 /// Of these live sessions (device id, certificate fingerprint), the ones that must end: device

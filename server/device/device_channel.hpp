@@ -95,7 +95,7 @@ struct DeviceHooks {
     std::vector<std::function<void(const SessionInfo&, const std::string& event,
                                    const nlohmann::json& payload)>>
         on_event{};
-    /// After a session ended (connection row closed).
+    /// After a session ended, on its strand (the row's close is queued: Presence).
     std::vector<std::function<void(const SessionInfo&)>> on_disconnect{};
     /// Where device events are written (and kept during a database outage); one per node.
     std::shared_ptr<EventRecorder> recorder = std::make_shared<EventRecorder>();

@@ -411,15 +411,7 @@ net::awaitable<void> handle_connection(tcp::socket socket,
         spdlog::info("device upgrade refused: reason=\"{}\" {} remote={}", accept_ec.message(), who,
                      remote);
         metrics::handshake("refused", "websocket_accept");
-        try {
-            auto close_row = [&db = state->db, id = info.connection_id, why = accept_ec.message()] {
-                db.autocommit([&](db::Tx& tx) { db::devices::close_connection(tx, id, why); });
-            };
-            co_await net::run_blocking(state->workers, std::move(close_row));
-        } catch (const std::exception& e) {
-            spdlog::warn("device={} could not record the failed upgrade: {}", info.identifier,
-                         e.what());
-        }
+        state->presence.connection_closed(info.connection_id, accept_ec.message());
         co_return;
     }
     spdlog::info("device={} connected {} connection={} remote={}{}", info.identifier,

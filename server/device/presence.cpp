@@ -43,6 +43,7 @@ void Presence::stop() {
 void Presence::shutdown_blocking() {
     try {
         flush();
+        write_closes();
         db_.run([&](db::Tx& tx) { db::devices::disconnect_node(tx, node_id_, "node stopped"); });
     } catch (const std::exception& e) {
         spdlog::warn("presence: shutdown bookkeeping failed: {}", e.what());
@@ -65,7 +66,103 @@ void Presence::flush() {
     db_.run([&](db::Tx& tx) { db::devices::touch_last_seen(tx, ids); });
 }
 
+void Presence::connection_closed(std::int64_t connection_id, std::string reason) {
+    // Text the database takes as is: no NUL (jsonb refuses \u0000), bounded.
+    std::erase(reason, '\0');
+    if (reason.size() > kMaxCloseReasonBytes) reason.resize(kMaxCloseReasonBytes);
+    {
+        const std::lock_guard lock{mutex_};
+        if (closes_.size() >= kMaxPendingCloses) {
+            closes_.pop_front();
+            ++closes_dropped_;
+        }
+        closes_.push_back({connection_id, std::move(reason), std::chrono::system_clock::now()});
+    }
+    start_closing(false);
+}
+
+std::size_t Presence::pending_closes() const {
+    const std::lock_guard lock{mutex_};
+    return closes_.size();
+}
+
+void Presence::start_closing(bool retry) {
+    {
+        const std::lock_guard lock{mutex_};
+        if (closing_ || closes_.empty() || (close_failed_ && !retry)) return;
+        closing_ = true;
+        close_failed_ = false;
+    }
+    net::asio::post(workers_, [this] { drain_closes(); });
+}
+
+void Presence::drain_closes() {
+    bool written = true;
+    for (;;) {
+        if (written) written = write_close_batch();
+        const std::lock_guard lock{mutex_};
+        if (!written || closes_.empty()) {
+            closing_ = false;
+            return;
+        }
+    }
+}
+
+bool Presence::write_closes() {
+    for (;;) {
+        {
+            const std::lock_guard lock{mutex_};
+            if (closes_.empty()) return true;
+        }
+        if (!write_close_batch()) return false;
+    }
+}
+
+bool Presence::write_close_batch() {
+    std::vector<db::devices::ConnectionClose> batch;
+    std::size_t dropped = 0;
+    {
+        const std::lock_guard lock{mutex_};
+        const auto n = std::min(closes_.size(), kCloseBatch);
+        batch.assign(std::make_move_iterator(closes_.begin()),
+                     std::make_move_iterator(closes_.begin() + static_cast<std::ptrdiff_t>(n)));
+        closes_.erase(closes_.begin(), closes_.begin() + static_cast<std::ptrdiff_t>(n));
+        dropped = std::exchange(closes_dropped_, 0);
+    }
+    if (dropped > 0) {
+        spdlog::warn(
+            "presence: dropped the {} oldest session end(s) kept while the database did not "
+            "answer (at most {} are kept)",
+            dropped, kMaxPendingCloses);
+    }
+    if (batch.empty()) return true;
+    try {
+        db_.run([&](db::Tx& tx) { db::devices::close_connections(tx, batch); });
+        return true;
+    } catch (const db::Unavailable& e) {
+        spdlog::warn("presence: could not record {} session end(s), kept for the next try: {}",
+                     batch.size(), e.what());
+        const std::lock_guard lock{mutex_};
+        // Back at the front, in order, within the cap.
+        for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
+            if (closes_.size() >= kMaxPendingCloses) {
+                ++closes_dropped_;
+                continue;
+            }
+            closes_.push_front(std::move(*it));
+        }
+        close_failed_ = true;
+        return false;
+    } catch (const std::exception& e) {
+        // Not the link: trying again would fail the same way and hold up the ends behind them.
+        spdlog::error("presence: could not record {} session end(s), dropped: {}", batch.size(),
+                      e.what());
+        return true;
+    }
+}
+
 void Presence::tick(std::uint64_t n) {
+    start_closing(true);
     db_.run([&](db::Tx& tx) { db::devices::heartbeat_node(tx, node_id_); });
     if (n % 2 == 0) flush();
     if (n % 3 == 0) {

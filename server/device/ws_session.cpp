@@ -234,24 +234,15 @@ net::awaitable<void> WsSession::run(std::shared_ptr<WsSession> self) {
             .count();
     spdlog::info("device={} disconnected: {} (connection {} lasted {} s)", info.identifier, reason,
                  info.connection_id, seconds);
-    try {
-        // A named callable: see the GCC 12 note on net::run_blocking.
-        auto record = [deps = self->deps_, info, reason] {
-            // One statement: no transaction block.
-            deps.db.autocommit(
-                [&](db::Tx& tx) { db::devices::close_connection(tx, info.connection_id, reason); });
-            for (const auto& hook : deps.hooks.on_disconnect) {
-                try {
-                    hook(info);
-                } catch (const std::exception& e) {
-                    spdlog::warn("device={} hook on_disconnect failed: {}", info.identifier,
-                                 e.what());
-                }
-            }
-        };
-        co_await net::run_blocking(self->deps_.workers, std::move(record));
-    } catch (const std::exception& e) {
-        spdlog::warn("device={} could not record the disconnection: {}", info.identifier, e.what());
+    // Written with the ends of other sessions, by one statement (Presence): a disconnection
+    // does not wait for the database.
+    self->deps_.presence.connection_closed(info.connection_id, reason);
+    for (const auto& hook : self->deps_.hooks.on_disconnect) {
+        try {
+            hook(info);
+        } catch (const std::exception& e) {
+            spdlog::warn("device={} hook on_disconnect failed: {}", info.identifier, e.what());
+        }
     }
 }
 

@@ -283,6 +283,79 @@ TEST_F(ConnectionCheck, OpenConnectionAndNotifyWritesTheRowAndSendsTheEvent) {
     expect_opened(id, watch);
 }
 
+TEST_F(ConnectionCheck, CloseConnectionsEndsOpenSessionsWithTheirReasonAndTimeInOneStatement) {
+    const auto a = open("DEVFP").connection_id;
+    const auto b = open("DEVFP").connection_id;
+    const auto c = open("DEVFP").connection_id;
+    ASSERT_TRUE(a && b && c);
+    db_.run([&](Tx& tx) {
+        devices::close_connection(tx, *c, "earlier");
+        tx->exec0(
+            "UPDATE device_connections SET connected_at = now() - interval '2 hours', "
+            "last_seen_at = now() - interval '2 hours'");
+        tx->exec_params0(
+            "UPDATE devices SET last_seen_at = now() - interval '30 minutes' "
+            "WHERE id = $1",
+            device_);
+    });
+    const auto now = std::chrono::system_clock::now();
+    const auto seconds_ago = [&](std::int64_t id, const char* column) {
+        double s = 0;
+        db_.autocommit([&](Tx& tx) {
+            s = tx->exec_params1(std::string("SELECT extract(epoch FROM now() - ") + column +
+                                     ")::float8 FROM device_connections WHERE id = $1",
+                                 id)[0]
+                    .as<double>();
+        });
+        return s;
+    };
+    const auto device_seen_ago = [&] {
+        double s = 0;
+        db_.autocommit([&](Tx& tx) {
+            s = tx->exec_params1(
+                      "SELECT extract(epoch FROM now() - last_seen_at)::float8 FROM devices "
+                      "WHERE id = $1",
+                      device_)[0]
+                    .as<double>();
+        });
+        return s;
+    };
+
+    // A session that ended an hour ago (kept through an outage): its own time, and the device's
+    // last sighting (30 minutes ago) does not go back. The one already closed is left alone.
+    std::int64_t closed = 0;
+    db_.run([&](Tx& tx) {
+        closed = devices::close_connections(
+            tx,
+            {{*a, "closed by device (code 1000)", now - std::chrono::hours(1)}, {*c, "late", now}});
+    });
+    EXPECT_EQ(closed, 1);
+    EXPECT_NEAR(seconds_ago(*a, "disconnected_at"), 3600, 60);
+    EXPECT_NEAR(seconds_ago(*a, "last_seen_at"), 3600, 60);
+    EXPECT_NEAR(device_seen_ago(), 1800, 60);
+
+    // A node clock ahead of the database's is bounded by now(); a reason that is not UTF-8 is
+    // stored with replacement characters rather than failing the whole batch.
+    db_.run([&](Tx& tx) {
+        closed = devices::close_connections(
+            tx, {{*b, std::string("internal error: \xff\xfe"), now + std::chrono::hours(1)}});
+    });
+    EXPECT_EQ(closed, 1);
+    EXPECT_NEAR(seconds_ago(*b, "disconnected_at"), 0, 60);
+    EXPECT_NEAR(device_seen_ago(), 0, 60);
+
+    db_.autocommit([&](Tx& tx) {
+        const auto rows =
+            tx->exec("SELECT id, status, disconnect_reason FROM device_connections ORDER BY id");
+        ASSERT_EQ(rows.size(), 3U);
+        EXPECT_EQ(rows[0][1].as<std::string>(), "disconnected");
+        EXPECT_EQ(rows[0][2].as<std::string>(), "closed by device (code 1000)");
+        EXPECT_EQ(rows[1][2].as<std::string>(), "internal error: \uFFFD\uFFFD");
+        EXPECT_EQ(rows[2][2].as<std::string>(), "earlier") << "the closed one was rewritten";
+        EXPECT_EQ(tx->exec_params1("SELECT device_online($1)", device_)[0].as<bool>(), false);
+    });
+}
+
 TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
     auto rotation_work = [&](const std::string& fingerprint, std::int64_t ca) {
         bool work = false;

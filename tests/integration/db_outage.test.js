@@ -51,6 +51,7 @@ test('a database outage while devices update: nothing they report is lost', { ti
   const rescheduling = await connect('outage-reschedules', V1);
   for (const d of [failing, progressing, rescheduling]) await d.waitForPush('update', 5000);
   const idle = await connect('outage-idle', V2);  // up to date: no update
+  const leaving = await connect('outage-leaves', V2);  // disconnects during the outage
   const all = [failing, progressing, rescheduling, idle];
   const closes = () => all.reduce((n, d) => n + d.closes.length, 0);
   assert.equal(Number(psql(`SELECT count(*) FROM device_updates WHERE deployment_id = ${deployment.id} AND status = 'in_flight'`)), 3);
@@ -69,6 +70,8 @@ test('a database outage while devices update: nothing they report is lost', { ti
   progressing.push('fwup_progress', { value: 100 });
   rescheduling.push('status_update', { status: 'rescheduled', delay_for: 1 });
   idle.push('connection_types', { values: ['ethernet', 'wifi'] });
+  await leaving.close();
+  const leftAt = Date.now();
 
   // The API answers 503 at once; a new device is refused with 503 (not a hang, not a crash).
   const api = await timed(() => fx.api('GET', '/api/orgs/acme/products/demo/devices'));
@@ -113,6 +116,13 @@ test('a database outage while devices update: nothing they report is lost', { ti
   await eventually(() => psql("SELECT array_to_string(connection_types, ',') FROM devices WHERE identifier = 'outage-idle'") === 'ethernet,wifi',
     'connection types', 20000, 200);
   assert.equal(psql("SELECT update_status FROM devices WHERE identifier = 'outage-fails'"), 'failed');
+  // The device that left during the outage is offline, as of when it left (the hub kept its
+  // session's end: server/device/presence.cpp).
+  const leftRow = () => psql("SELECT c.status || ' ' || round(extract(epoch FROM c.disconnected_at) * 1000) FROM device_connections c JOIN devices d ON d.id = c.device_id WHERE d.identifier = 'outage-leaves' ORDER BY c.id DESC LIMIT 1");
+  await eventually(() => leftRow().startsWith('disconnected '), 'the disconnection made during the outage', 20000, 200);
+  const leftRecordedMs = Number(leftRow().split(' ')[1]);
+  assert.ok(Math.abs(leftRecordedMs - leftAt) < 3000, `disconnected at ${leftRecordedMs - leftAt} ms from when it left`);
+  assert.equal((await fx.device('outage-leaves', 'demo')).online, false);
   const writtenBackMs = Date.now() - upAt;
 
   // The freed slots were given out again (the failed device is retried), within the limit.
