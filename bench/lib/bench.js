@@ -380,7 +380,8 @@ function hubEnv(extra = {}) {
     OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS: '600000',
     OTAHUB_DB_THREADS: '8',
     OTAHUB_DB_POOL_SIZE: '8',
-    OTAHUB_IO_THREADS: '2',
+    // BENCH_IO_THREADS: the hub's I/O threads (OTAHUB_IO_THREADS), for A/B runs.
+    OTAHUB_IO_THREADS: process.env.BENCH_IO_THREADS || '2',
     // BENCH_NO_TICKET_KEY=1: for comparing with a build that predates the setting.
     ...(process.env.BENCH_NO_TICKET_KEY ? {} : { OTAHUB_TLS_TICKET_KEY: TICKET_KEY }),
     ...(process.env.BENCH_MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.BENCH_MALLOC_ARENA_MAX } : {}),
