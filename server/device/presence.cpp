@@ -72,11 +72,7 @@ void Presence::connection_closed(std::int64_t connection_id, std::string reason)
     if (reason.size() > kMaxCloseReasonBytes) reason.resize(kMaxCloseReasonBytes);
     {
         const std::lock_guard lock{mutex_};
-        if (closes_.size() >= kMaxPendingCloses) {
-            closes_.pop_front();
-            ++closes_dropped_;
-        }
-        closes_.push_back({connection_id, std::move(reason), std::chrono::system_clock::now()});
+        closes_.push({connection_id, std::move(reason), std::chrono::system_clock::now()});
     }
     start_closing(false);
 }
@@ -123,11 +119,8 @@ bool Presence::write_close_batch() {
     std::size_t dropped = 0;
     {
         const std::lock_guard lock{mutex_};
-        const auto n = std::min(closes_.size(), kCloseBatch);
-        batch.assign(std::make_move_iterator(closes_.begin()),
-                     std::make_move_iterator(closes_.begin() + static_cast<std::ptrdiff_t>(n)));
-        closes_.erase(closes_.begin(), closes_.begin() + static_cast<std::ptrdiff_t>(n));
-        dropped = std::exchange(closes_dropped_, 0);
+        batch = closes_.take(kCloseBatch);
+        dropped = closes_.take_dropped();
     }
     if (dropped > 0) {
         spdlog::warn(
@@ -143,14 +136,7 @@ bool Presence::write_close_batch() {
         spdlog::warn("presence: could not record {} session end(s), kept for the next try: {}",
                      batch.size(), e.what());
         const std::lock_guard lock{mutex_};
-        // Back at the front, in order, within the cap.
-        for (auto it = batch.rbegin(); it != batch.rend(); ++it) {
-            if (closes_.size() >= kMaxPendingCloses) {
-                ++closes_dropped_;
-                continue;
-            }
-            closes_.push_front(std::move(*it));
-        }
+        closes_.put_back(std::move(batch));
         close_failed_ = true;
         return false;
     } catch (const std::exception& e) {

@@ -3,13 +3,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <mutex>
 #include <string>
 #include <unordered_set>
 
 #include "db/database.hpp"
 #include "db/repositories/devices_repository.hpp"
+#include "server/common/bounded_queue.hpp"
 #include "server/net/asio.hpp"
 
 namespace otahub::device {
@@ -79,10 +79,9 @@ class Presence {
     std::atomic<bool> stopped_{false};
     mutable std::mutex mutex_;
     std::unordered_set<std::int64_t> seen_;
-    std::deque<db::devices::ConnectionClose> closes_;
+    BoundedQueue<db::devices::ConnectionClose> closes_{kMaxPendingCloses};
     bool closing_ = false;       // a writer is queued or running on the worker pool
     bool close_failed_ = false;  // the last write failed: wait for the next heartbeat
-    std::size_t closes_dropped_ = 0;
 };
 
 }  // namespace otahub::device
