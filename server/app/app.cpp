@@ -214,6 +214,11 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
                           "Devices joined to topic device on this node",
                           {},
                           static_cast<double>(impl->rollouts.local_devices())});
+        gauges.push_back({"otahub_device_session_ends_pending",
+                          "Device session ends this node has not yet written to the database "
+                          "(kept while it does not answer)",
+                          {},
+                          static_cast<double>(impl->presence.pending_closes())});
         const pki::EcKeys ec_keys = pki::ec_keys_in_use();
         for (const auto& [method, keys] : {std::pair{"legacy", pki::EcKeys::kLegacy},
                                            std::pair{"provider", pki::EcKeys::kProvider}}) {

@@ -11,6 +11,7 @@ const assert = require('node:assert/strict');
 const { startProxiedHub, sleep, timed } = require('../e2e/lib/outage_support');
 const { nervesHubLinkJoinPayload } = require('../e2e/lib/device_client');
 const { eventually } = require('../e2e/lib/device_fixture');
+const { sample } = require('../e2e/lib/metrics');
 
 const OUTAGE_MS = 1000 * Number(process.env.OTAHUB_DB_OUTAGE_SECONDS || 30);
 const HEARTBEAT_MS = 2000;
@@ -72,6 +73,8 @@ test('a database outage while devices update: nothing they report is lost', { ti
   idle.push('connection_types', { values: ['ethernet', 'wifi'] });
   await leaving.close();
   const leftAt = Date.now();
+  const pendingEnds = async () => sample((await env.hub.request('GET', '/metrics')).text, 'otahub_device_session_ends_pending');
+  await eventually(async () => (await pendingEnds()) === 1, 'the session end kept (otahub_device_session_ends_pending 1)', 5000, 100);
 
   // The API answers 503 at once; a new device is refused with 503 (not a hang, not a crash).
   const api = await timed(() => fx.api('GET', '/api/orgs/acme/products/demo/devices'));
@@ -123,6 +126,7 @@ test('a database outage while devices update: nothing they report is lost', { ti
   const leftRecordedMs = Number(leftRow().split(' ')[1]);
   assert.ok(Math.abs(leftRecordedMs - leftAt) < 3000, `disconnected at ${leftRecordedMs - leftAt} ms from when it left`);
   assert.equal((await fx.device('outage-leaves', 'demo')).online, false);
+  assert.equal(await pendingEnds(), 0);
   const writtenBackMs = Date.now() - upAt;
 
   // The freed slots were given out again (the failed device is retried), within the limit.
