@@ -424,7 +424,11 @@ function hubload(hub, setup, mode, { n, prefix, binds = ['127.0.0.2'], conc = 12
   const argv = ['-m', mode, '-p', String(port || hub.devicePort), '-A', hub.certs.ca,
     '-a', path.join(setup.dir, 'devca.crt'), '-k', path.join(setup.dir, 'devca.key'),
     '-J', path.join(setup.dir, 'join.json'), '-n', String(n), '-c', String(conc), '-x', prefix,
-    '-j', String(P.jitter), ...binds.flatMap((b) => ['-b', b]), ...extra];
+    '-j', String(P.jitter), ...binds.flatMap((b) => ['-b', b]),
+    // The load client decodes the hub's certificates with OpenSSL's built-in EC method (-E), as
+    // the hub does: less of the shared machine goes to the client. BENCH_CLIENT_EC_KEYS=provider
+    // leaves it to OpenSSL's providers, for A/B runs.
+    ...(process.env.BENCH_CLIENT_EC_KEYS === 'provider' ? [] : ['-E']), ...extra];
   return new Proc(path.join(BIN, 'hubload'), argv, { cpus });
 }
 
@@ -453,6 +457,7 @@ async function handshakes(R, hub, setup) {
     await churn.line('WARMUP', 600000);
     perf = spawn('perf', ['record', '-F', '999', ...(process.env.BENCH_PERF_CALLGRAPH ? ['--call-graph', process.env.BENCH_PERF_CALLGRAPH] : ['-g']), '-o', process.env.BENCH_PERF, '-p', String(hub.child.pid)], { stdio: 'ignore' });
   }
+  const warmup = kv(await churn.line('WARMUP', 600000));
   const full = kv(await churn.line('FULL', 600000));
   const resumed = kv(await churn.line('RESUMED', 600000));
   await churn.exited;
@@ -472,6 +477,13 @@ async function handshakes(R, hub, setup) {
   R.hub.resumed_per_sec_wall = r1(resumed.rate_per_s);
   R.hub.resumed_speedup = r2(R.hub.resumed_per_sec_per_core / R.hub.handshakes_per_sec_per_core);
   R.hub.resumed_speedup_wall = r2(resumed.rate_per_s / full.rate_per_s);
+  // Thread switches of all hub threads per connection (each hand-off between an I/O thread and a
+  // database worker costs two or more).
+  R.hub.handshake_context_switches = r1(full.hub_csw / full.joined);
+  R.hub.resumed_context_switches = r1(resumed.hub_csw / resumed.joined);
+  // The load client's CPU per connection (its client_cpu_s is cumulative).
+  R.hub.handshake_client_cpu_ms = r3((full.client_cpu_s - warmup.client_cpu_s) * 1000 / full.joined);
+  R.hub.resumed_client_cpu_ms = r3((resumed.client_cpu_s - full.client_cpu_s) * 1000 / resumed.joined);
   R.hub.handshake_foreign_cpu_pct = foreign.pct();
   if (cpu0 < 0) R.notes.push('hub CPU unreadable');
 }

@@ -14,12 +14,16 @@
 //           provisions them, a FULL pass uses full handshakes; with -R a RESUMED pass resumes each
 //           device's session (ticket) from the FULL pass.
 //           With -H PID, samples that process's CPU time around each pass (server CPU/handshake).
+//   -E    : decode the hub's EC certificate keys with OpenSSL's built-in method (bench/run passes it).
+//   -H PID: also report that process's CPU time (hub_cpu_s) and thread switches (hub_csw) per pass.
 // Build: gcc -O2 -o hubload hubload.c -lssl -lcrypto
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/engine.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -43,7 +47,7 @@ static const char *host = "127.0.0.1", *mode = "hold", *cafile = NULL, *devca_cr
 static const char *binds[64];
 static int nbinds = 0;
 static int port = 4001, N = 1000, conc = 64, timeout_s = 600, heartbeat_s = 30, first = 0;
-static int resume_pass = 0, hub_pid = 0;
+static int resume_pass = 0, hub_pid = 0, legacy_ec = 0;
 static double jitter_s = 5;
 static SSL_CTX *ctx;
 static int ep;
@@ -90,6 +94,26 @@ static double proc_cpu_s(int pid) {
   // fields after ")": state(3) ... utime(14) stime(15)
   if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return -1;
   return (double)(ut + st) / sysconf(_SC_CLK_TCK);
+}
+// Context switches (voluntary + involuntary) of all threads of another process, -1 when unreadable.
+static long proc_csw(int pid) {
+  char p[64];
+  snprintf(p, sizeof p, "/proc/%d/task", pid);
+  DIR *d = opendir(p);
+  if (!d) return -1;
+  long total = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    char path[320], l[256];
+    snprintf(path, sizeof path, "/proc/%d/task/%s/status", pid, e->d_name);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(l, sizeof l, f))
+      if (strstr(l, "ctxt_switches:")) total += atol(strchr(l, ':') + 1);
+    if (f) fclose(f);
+  }
+  closedir(d);
+  return total;
 }
 static void die(const char *m) {
   perror(m);
@@ -150,6 +174,38 @@ static void make_certs(void) {
   X509_free(ca);
   EVP_PKEY_free(cakey);
 }
+
+// -E: the client decodes EC certificate keys (the hub's certificates, on every full handshake)
+// with OpenSSL's built-in EC method, as otahubd does by default before OpenSSL 3.2
+// (server/domain/pki/ec_keys.cpp): OpenSSL 3.0's provider decoders cost ~130 us per certificate,
+// load-client CPU that the hub and PostgreSQL would otherwise get on a 2-core machine. Registered
+// after make_certs: with it, EVP_EC_gen("P-256") no longer knows the curve's name.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static EVP_PKEY_METHOD *ec_method;
+static const int ec_nids[] = {EVP_PKEY_EC};
+static int ec_pkey_meths(ENGINE *e, EVP_PKEY_METHOD **m, const int **nids, int nid) {
+  (void)e;
+  if (!m) {
+    *nids = ec_nids;
+    return 1;
+  }
+  *m = nid == EVP_PKEY_EC ? ec_method : NULL;
+  return *m != NULL;
+}
+static void use_legacy_ec_keys(void) {
+  const EVP_PKEY_METHOD *builtin = EVP_PKEY_meth_find(EVP_PKEY_EC);
+  ec_method = builtin ? EVP_PKEY_meth_new(EVP_PKEY_EC, 0) : NULL;
+  if (!ec_method) die("EC key method");
+  EVP_PKEY_meth_copy(ec_method, builtin);
+  ENGINE *e = ENGINE_new();
+  if (!e || !ENGINE_set_id(e, "hubload-ec") || !ENGINE_set_name(e, "built-in EC key method") ||
+      !ENGINE_set_pkey_meths(e, ec_pkey_meths) || !ENGINE_init(e) || !ENGINE_set_default_pkey_meths(e))
+    die("EC engine");
+  ENGINE_finish(e);
+  ENGINE_free(e);
+}
+#pragma GCC diagnostic pop
 
 static void mk_ctx(void) {
   ctx = SSL_CTX_new(TLS_client_method());
@@ -459,13 +515,14 @@ static void heartbeats(int64_t now) {
   }
 }
 
-static void report(const char *what, int64_t t0, double hub0) {
+static void report(const char *what, int64_t t0, double hub0, long csw0) {
   double el = (mono_ns() - t0) / 1e9;
   double hub = hub_pid ? proc_cpu_s(hub_pid) - hub0 : -1;
+  long csw = hub_pid ? proc_csw(hub_pid) - csw0 : -1;
   printf("%s resumable=%d joined=%d fail=%d reused=%d elapsed_s=%.3f rate_per_s=%.1f client_cpu_s=%.3f "
-         "client_rss_kb=%ld hub_cpu_s=%.3f\n",
+         "client_rss_kb=%ld hub_cpu_s=%.3f hub_csw=%ld\n",
          what, nresumable, in_churn() ? ndone_pass : njoined, nfail, nreused, el,
-         (in_churn() ? ndone_pass : njoined) / el, cpu_s(), rss_kb(), hub);
+         (in_churn() ? ndone_pass : njoined) / el, cpu_s(), rss_kb(), hub, csw);
   fflush(stdout);
   if (readyfile) {
     FILE *f = fopen(readyfile, "a");
@@ -487,6 +544,7 @@ static int run_churn(void) {
     int next = 0;
     int64_t t0 = mono_ns();
     double hub0 = hub_pid ? proc_cpu_s(hub_pid) : 0;
+    long csw0 = hub_pid ? proc_csw(hub_pid) : 0;
     struct epoll_event evs[512];
     while (!stop && (next < N || inflight > 0)) {
       while (next < N && inflight < conc) start_conn(&conns[next++]);
@@ -494,7 +552,7 @@ static int run_churn(void) {
       for (int i = 0; i < n; i++) handle(evs[i].data.ptr, evs[i].events);
       if (mono_ns() - t0 > (int64_t)timeout_s * 1000000000LL) break;
     }
-    report(pass == 0 ? "WARMUP" : pass == 1 ? "FULL" : "RESUMED", t0, hub0);
+    report(pass == 0 ? "WARMUP" : pass == 1 ? "FULL" : "RESUMED", t0, hub0, csw0);
   }
   return 0;
 }
@@ -513,6 +571,7 @@ static int run_hold(void) {
   int next = 0, ready = 0, lost_since_ready = 0, updated = 0;
   int64_t t0 = mono_ns(), t_lost = 0;
   double hub0 = hub_pid ? proc_cpu_s(hub_pid) : 0;
+  long csw0 = hub_pid ? proc_csw(hub_pid) : 0;
   int64_t deadline = t0 + (int64_t)timeout_s * 1000000000LL;
   while (!stop && mono_ns() < deadline) {
     int64_t now = mono_ns();
@@ -527,6 +586,7 @@ static int run_hold(void) {
             t_lost = now;
             nreused = 0;
             hub0 = hub_pid ? proc_cpu_s(hub_pid) : 0;
+            csw0 = hub_pid ? proc_csw(hub_pid) : 0;
           }
           lost_since_ready = 1;
           c->reconnect_at = now + (int64_t)(jitter_s * 1e9 * (rand() / (RAND_MAX + 1.0))) + 1;
@@ -536,7 +596,7 @@ static int run_hold(void) {
         }
       }
       if (lost_since_ready && njoined == N) {
-        report("REJOINED", t_lost, hub0);
+        report("REJOINED", t_lost, hub0, csw0);
         lost_since_ready = 0;
         t_lost = 0;
       }
@@ -544,7 +604,7 @@ static int run_hold(void) {
     int n = epoll_wait(ep, evs, 512, 20);
     for (int i = 0; i < n; i++) handle(evs[i].data.ptr, evs[i].events);
     if (!ready && next >= N && inflight == 0) {
-      report("READY", t0, hub0);
+      report("READY", t0, hub0, csw0);
       ready = 1;
       nfail = 0;
     }
@@ -578,7 +638,7 @@ static char *slurp(const char *file) {
 
 int main(int argc, char **argv) {
   int o;
-  while ((o = getopt(argc, argv, "m:h:p:b:n:c:t:o:r:A:a:k:x:f:J:e:j:RH:")) != -1) {
+  while ((o = getopt(argc, argv, "m:h:p:b:n:c:t:o:r:A:a:k:x:f:J:e:j:RH:E")) != -1) {
     switch (o) {
       case 'm': mode = optarg; break;
       case 'h': host = optarg; break;
@@ -601,11 +661,12 @@ int main(int argc, char **argv) {
       case 'j': jitter_s = atof(optarg); break;
       case 'R': resume_pass = 1; break;
       case 'H': hub_pid = atoi(optarg); break;
+      case 'E': legacy_ec = 1; break;
       default:
         fprintf(stderr,
                 "usage: hubload -m hold|churn -p PORT -A server-ca.pem -a devca.crt -k devca.key "
                 "[-n N] [-c C] [-b 127.0.0.2 ...] [-x prefix] [-f first] [-J join.json] [-e hb_s] "
-                "[-j jitter_s] [-R] [-H hub_pid] [-o updates.txt] [-r ready.txt] [-t timeout_s]\n");
+                "[-j jitter_s] [-R] [-H hub_pid] [-E] [-o updates.txt] [-r ready.txt] [-t timeout_s]\n");
         return 2;
     }
   }
@@ -622,6 +683,7 @@ int main(int argc, char **argv) {
   int64_t c0 = mono_ns();
   make_certs();
   fprintf(stderr, "hubload: %d device certificates in %.2f s\n", N, (mono_ns() - c0) / 1e9);
+  if (legacy_ec) use_legacy_ec_keys();
   ep = epoll_create1(0);
   conns = calloc(N, sizeof *conns);
   for (int i = 0; i < N; i++) {
