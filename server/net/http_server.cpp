@@ -266,10 +266,10 @@ awaitable<bool> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
                                std::string remote) {
     beast::flat_buffer buffer;
     bool unread = false;
-    auto& tcp_layer = timeouts(stream);
+    auto& deadline = timeouts(stream);
     for (;;) {
-        // Beast's stream timeout covers reading, handling and writing one request.
-        tcp_layer.expires_after(state->options.idle_timeout);
+        // One deadline covers reading, handling and writing a request.
+        deadline.expires_after(state->options.idle_timeout);
         bhttp::request_parser<bhttp::empty_body> header_parser;
         header_parser.header_limit(16 * 1024);
         // The body limit depends on the route; it is applied once the route is known.
@@ -320,7 +320,7 @@ awaitable<bool> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
                 keep_alive = false;
                 unread = true;
             } else {
-                tcp_layer.expires_after(std::chrono::hours(6));  // large uploads take their time
+                deadline.expires_after(std::chrono::hours(6));  // large uploads take their time
                 auto [read_ec, n] = co_await bhttp::async_read(stream, buffer, parser, kAsTuple);
                 parser.get().body().close();
                 if (read_ec == bhttp::error::body_limit) {
@@ -372,12 +372,12 @@ awaitable<bool> serve_requests(Stream& stream, std::shared_ptr<HttpServer::State
         }
         res.set_header("x-request-id", req.request_id);
         if (state->stopped) keep_alive = false;
-        tcp_layer.expires_after(state->options.idle_timeout +
-                                std::chrono::hours(res.file_path.empty() ? 0 : 6));
+        deadline.expires_after(state->options.idle_timeout +
+                               std::chrono::hours(res.file_path.empty() ? 0 : 6));
         co_await write_response(stream, res, version, keep_alive, head);
         if (!keep_alive) break;
     }
-    tcp_layer.expires_never();
+    deadline.expires_never();
     co_return unread;
 }
 
