@@ -333,16 +333,22 @@ async function anchorNginx(R) {
       await waitQuiet();
       foreign = new Foreign();
       c0 = wcpu();
-      const d = await download(url, curlArgs, clients, P.dlRounds);
+      const d = await download(url, curlArgs, clients, roundsFor(clients));
       R.anchors[`nginx_download_mib_per_sec_${clients}`] = d.mibPerSec;
       R.anchors[`nginx_download_cpu_pct_${clients}`] = Math.round((wcpu() - c0) / d.wall * 100);
       R.anchors[`nginx_download_foreign_cpu_pct_${clients}`] = foreign.pct();
-      if (d.failed) R.notes.push(`nginx download: ${d.failed} of ${clients * P.dlRounds} failed`);
+      if (d.failed) R.notes.push(`nginx download: ${d.failed} of ${clients * roundsFor(clients)} failed`);
     }
   } finally {
     await master.stop('SIGQUIT');
   }
 }
+
+/**
+ * Downloads per client: every configuration moves as many bytes as 16 clients doing P.dlRounds
+ * each (a single client's 2 × 64 MiB took ~0.15 s, too short for its CPU and wall figures).
+ */
+const roundsFor = (clients) => Math.max(1, Math.round(P.dlRounds * 16 / clients));
 
 /** `clients` parallel curl processes (pinned to CPU1), each downloading `rounds` times (Range 0-). */
 async function download(url, extra, clients, rounds) {
@@ -665,13 +671,13 @@ async function downloadScenario(R) {
       await waitQuiet();
       const foreign = new Foreign();
       const c0 = cpuOf(hub.child.pid);
-      const d = await download(url, extra, clients, P.dlRounds);
+      const d = await download(url, extra, clients, roundsFor(clients));
       R.hub[`download_mib_per_sec_${clients}`] = d.mibPerSec;
       const hubCpu = cpuOf(hub.child.pid) - c0;
       R.hub[`download_hub_cpu_pct_${clients}`] = Math.round(hubCpu / d.wall * 100);
       R.hub[`download_hub_cpu_s_per_gib_${clients}`] = r3(hubCpu / (d.mibPerSec * d.wall / 1024));
       R.hub[`download_foreign_cpu_pct_${clients}`] = foreign.pct();
-      if (d.failed) R.notes.push(`hub download: ${d.failed} of ${clients * P.dlRounds} failed`);
+      if (d.failed) R.notes.push(`hub download: ${d.failed} of ${clients * roundsFor(clients)} failed`);
     }
   } finally {
     await hub.stop();
