@@ -2,6 +2,7 @@
 // Helpers for the firmware integration tests: fixtures, multipart bodies, a small ZIP reader and
 // writer for hand-made (hostile) archives, fwup-style Ed25519 signing, raw HTTP with binary
 // bodies, and a look at what the hub left in its data directory.
+const { execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const http = require('node:http');
@@ -243,6 +244,23 @@ function signedArchive(metaConf, keyName = 'signing.priv') {
   ]);
 }
 
+/**
+ * A signed archive for product "demo" (rpi4, aarch64) at `version` with `bytes` random bytes as
+ * file-resource rootfs.img (blake2b-256 from coreutils' b2sum), stored uncompressed.
+ */
+function archiveWithResource(version, bytes) {
+  const data = crypto.randomBytes(bytes);
+  const blake = execFileSync('b2sum', ['-l', '256'], { input: data }).toString().split(' ')[0];
+  const meta = Buffer.from(`meta-product = "demo"\nmeta-version = "${version}"\n` +
+    'meta-platform = "rpi4"\nmeta-architecture = "aarch64"\n' +
+    `file-resource "rootfs.img" {\n  length = ${data.length}\n  blake2b-256 = "${blake}"\n}\n`);
+  return writeZip([
+    { name: 'meta.conf.ed25519', data: sign(meta) },
+    { name: 'meta.conf', data: meta },
+    { name: 'data/rootfs.img', data },
+  ]);
+}
+
 /** demo-1.1.0.fw taken apart and put back together with `extra` entries appended. */
 function demoWith(extra) {
   const entries = readZip(fixture('demo-1.1.0.fw')).map((e) => ({ ...e, deflate: true }));
@@ -256,5 +274,5 @@ function sha256(buf) {
 module.exports = {
   FIXTURES, fixture, expected, fixtureNames, publicKey, sign, multipart, send, firmwaresPath,
   uploadMultipart, uploadRaw, setupOrg, dataFiles, readZip, writeZip, signedArchive, demoWith,
-  sha256,
+  archiveWithResource, sha256,
 };
