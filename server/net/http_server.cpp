@@ -156,12 +156,12 @@ inline ApiTlsStream& timeouts(ApiTlsStream& stream) { return stream; }
 constexpr std::size_t kFileWriteBytes = 256 * 1024;
 constexpr std::uint64_t kFileWindowBytes = 2 * 1024 * 1024;
 
-/// A read-only mapping of `size` bytes of `fd` from `offset` (a multiple of the page size),
-/// faulted in at once; data() is null when the file cannot be mapped.
+/// A read-only mapping of `size` bytes of `fd` from `offset` (a multiple of the page size);
+/// data() is null when the file cannot be mapped.
 class FileWindow {
   public:
     FileWindow(int fd, off_t offset, std::size_t size) : size_(size) {
-        void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, offset);
+        void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, offset);
         if (p != MAP_FAILED) data_ = static_cast<const char*>(p);
     }
     ~FileWindow() {
@@ -170,6 +170,16 @@ class FileWindow {
     FileWindow(const FileWindow&) = delete;
     FileWindow& operator=(const FileWindow&) = delete;
     const char* data() const { return data_; }
+
+    /// Maps the pages of [from, from + n) in one call, reading from disk what the page cache
+    /// lacks, so an I/O thread blocks for at most one piece at a time on a cold file (as a pread
+    /// of it would) and takes no page fault per 64 KiB while encrypting. Best effort: before
+    /// Linux 5.14 the pages fault in as they are read.
+    void populate(std::size_t from, std::size_t n) const {
+        const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        const std::size_t start = from - from % page;
+        (void)::madvise(const_cast<char*>(data_) + start, from + n - start, MADV_POPULATE_READ);
+    }
 
   private:
     const char* data_ = nullptr;
@@ -222,6 +232,7 @@ awaitable<void> write_response(Stream& stream, const http::Response& res, unsign
         const auto n = span - skip;
         for (std::size_t done = 0; done < n;) {
             const std::size_t part = std::min<std::size_t>(kFileWriteBytes, n - done);
+            window.populate(skip + done, part);
             co_await asio::async_write(stream, asio::buffer(window.data() + skip + done, part),
                                        use_awaitable);
             done += part;
