@@ -13,9 +13,9 @@
 //   churn : for each of N devices: connect, join, disconnect (C at once). A WARMUP pass
 //           provisions them, a FULL pass uses full handshakes; with -R a RESUMED pass resumes each
 //           device's session (ticket) from the FULL pass.
-//           With -H PID, samples that process's CPU time around each pass (server CPU/handshake).
+//           With -H PID, samples that process's CPU time (server CPU/handshake) and its threads'
+//           switches around each pass (hub_cpu_s, hub_csw).
 //   -E    : decode the hub's EC certificate keys with OpenSSL's built-in method (bench/run passes it).
-//   -H PID: also report that process's CPU time (hub_cpu_s) and thread switches (hub_csw) per pass.
 // Build: gcc -O2 -o hubload hubload.c -lssl -lcrypto
 #define _GNU_SOURCE
 #include <arpa/inet.h>
