@@ -85,7 +85,7 @@ http::Request to_request(const bhttp::request_parser<bhttp::empty_body>& parser,
 
 /// The API's TLS connection: OpenSSL on the socket itself (TlsSocket). asio::ssl::stream runs
 /// OpenSSL over a BIO pair, so every encrypted byte is copied twice more before it reaches the
-/// socket (~15% of the hub's CPU per downloaded GiB). Whole writes: one SSL_write sends a 256 KiB
+/// socket (11-15% of the hub's CPU per downloaded GiB). Whole writes: one SSL_write sends a 256 KiB
 /// piece of a file as 16 records, not one record per call. Timeouts as Beast's tcp_stream has
 /// them: when the time runs out, the socket is shut down and the pending operation fails.
 class ApiTlsStream {
@@ -156,6 +156,11 @@ inline ApiTlsStream& timeouts(ApiTlsStream& stream) { return stream; }
 constexpr std::size_t kFileWriteBytes = 256 * 1024;
 constexpr std::uint64_t kFileWindowBytes = 2 * 1024 * 1024;
 
+std::size_t page_size() {
+    static const auto bytes = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    return bytes;
+}
+
 /// A read-only mapping of `size` bytes of `fd` from `offset` (a multiple of the page size);
 /// data() is null when the file cannot be mapped.
 class FileWindow {
@@ -176,8 +181,7 @@ class FileWindow {
     /// of it would) and takes no page fault per 64 KiB while encrypting. Best effort: before
     /// Linux 5.14 the pages fault in as they are read.
     void populate(std::size_t from, std::size_t n) const {
-        const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-        const std::size_t start = from - from % page;
+        const std::size_t start = from - from % page_size();
         (void)::madvise(const_cast<char*>(data_) + start, from + n - start, MADV_POPULATE_READ);
     }
 
@@ -217,13 +221,12 @@ awaitable<void> write_response(Stream& stream, const http::Response& res, unsign
     // copy and page lookups were ~20% of the hub's CPU per downloaded GiB). Firmware files are
     // written once and renamed into place, never truncated, so a mapped page cannot vanish (an
     // unlinked file keeps its pages while mapped). Windows bound what the mapping adds to RSS.
-    static const std::uint64_t kPage = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
     // A page past the end of the file would fault (SIGBUS) rather than read short.
     struct stat st {};
     const bool mappable = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
                           offset + remaining <= static_cast<std::uint64_t>(st.st_size);
     while (mappable && remaining > 0) {
-        const std::uint64_t start = offset - offset % kPage;
+        const std::uint64_t start = offset - offset % page_size();
         const auto span = static_cast<std::size_t>(
             std::min<std::uint64_t>(kFileWindowBytes, offset - start + remaining));
         FileWindow window{fd, static_cast<off_t>(start), span};
