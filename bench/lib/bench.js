@@ -459,11 +459,10 @@ async function handshakes(R, hub, setup) {
   const cpu0 = cpuOf(hub.child.pid);
   const churn = hubload(hub, setup, 'churn', { n: hsN, prefix: 'hs', binds: ['127.0.0.6'], conc: 32, extra: ['-R', '-H', String(hub.child.pid)] });
   let perf = null;
+  const warmup = kv(await churn.line('WARMUP', 600000));
   if (process.env.BENCH_PERF) {
-    await churn.line('WARMUP', 600000);
     perf = spawn('perf', ['record', '-F', '999', ...(process.env.BENCH_PERF_CALLGRAPH ? ['--call-graph', process.env.BENCH_PERF_CALLGRAPH] : ['-g']), '-o', process.env.BENCH_PERF, '-p', String(hub.child.pid)], { stdio: 'ignore' });
   }
-  const warmup = kv(await churn.line('WARMUP', 600000));
   const full = kv(await churn.line('FULL', 600000));
   const resumed = kv(await churn.line('RESUMED', 600000));
   await churn.exited;
