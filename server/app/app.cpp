@@ -19,6 +19,7 @@
 #include "server/api/firmwares.hpp"
 #include "server/app/firmware_gc.hpp"
 #include "server/app/metrics.hpp"
+#include "server/common/allocator.hpp"
 #include "server/device/device_server.hpp"
 #include "server/device/presence.hpp"
 #include "server/device/registry.hpp"
@@ -219,6 +220,12 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
                           "(kept while it does not answer)",
                           {},
                           static_cast<double>(impl->presence.pending_closes())});
+        static const MemoryAllocator allocator = memory_allocator();
+        gauges.push_back({"otahub_memory_allocator",
+                          "The malloc this process runs on (1: this one; CMake option "
+                          "OTAHUB_MALLOC)",
+                          {{"name", allocator.name}, {"version", allocator.version}},
+                          1.0});
         const pki::EcKeys ec_keys = pki::ec_keys_in_use();
         for (const auto& [method, keys] : {std::pair{"legacy", pki::EcKeys::kLegacy},
                                            std::pair{"provider", pki::EcKeys::kProvider}}) {
@@ -306,9 +313,11 @@ void App::start() {
     for (int i = 0; i < config.io_threads; ++i) {
         impl.threads.emplace_back([&impl] { impl.io.run(); });
     }
-    spdlog::info("otahubd node={} api={}://{}:{} devices=wss://{}:{} database={}", config.node_id,
-                 impl.api_tls ? "https" : "http", config.api_listen.host, impl.api_port,
-                 config.device_listen.host, impl.device_port, impl.db.redacted_url());
+    const MemoryAllocator allocator = memory_allocator();
+    spdlog::info("otahubd node={} api={}://{}:{} devices=wss://{}:{} database={} allocator={} {}",
+                 config.node_id, impl.api_tls ? "https" : "http", config.api_listen.host,
+                 impl.api_port, config.device_listen.host, impl.device_port, impl.db.redacted_url(),
+                 allocator.name, allocator.version);
     if (!config.ready_file.empty()) {
         std::ofstream out{config.ready_file + ".tmp"};
         out << "{\"api_port\":" << impl.api_port << ",\"device_port\":" << impl.device_port

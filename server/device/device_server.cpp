@@ -30,10 +30,11 @@ namespace asio = net::asio;
 using net::kAsTuple;
 using net::tcp;
 
-/// glibc gives each allocating thread its own malloc arena (up to 8 per core): the handshake and
-/// database temporaries of thousands of devices then leave partly used pages in every arena of
-/// the I/O and worker threads. Two arenas keep ~9 KiB less resident per connected device
-/// (26.8 vs 36.1 KiB at 2,000 devices). Set before main(), so before any thread exists;
+/// When glibc's malloc is the allocator (OTAHUB_MALLOC=system, sanitized builds; tcmalloc's
+/// mallopt does nothing): glibc gives each allocating thread its own arena (up to 8 per core), and
+/// the handshake and database temporaries of thousands of devices then leave partly used pages in
+/// every arena of the I/O and worker threads. Two arenas keep ~9 KiB less resident per connected
+/// device (26.8 vs 36.1 KiB at 2,000 devices). Set before main(), so before any thread exists;
 /// MALLOC_ARENA_MAX in the environment still wins.
 [[maybe_unused]] const bool kMallocArenasLimited = [] {
     if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, 2);

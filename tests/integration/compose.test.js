@@ -2,7 +2,8 @@
 // docker-compose.yml and deploy/Dockerfile, checked statically (no Docker engine runs here): the
 // file parses, every service's command is one otahubd knows, every OTAHUB_* variable is a real
 // setting, published ports match the listen settings, and the image runs otahubd as non-root with a
-// health check.
+// health check; the image installs the package of every library the binaries link, and its build stage
+// every library package deploy/packages.txt names.
 const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
@@ -83,4 +84,54 @@ test('the image runs otahubd as a non-root user with a health check on /healthz'
   assert.match(dockerfile, /^HEALTHCHECK .*\n?.*\/healthz/m);
   // The image installs what the README's package list names for running (libpqxx, OpenSSL, ...).
   assert.match(dockerfile, /libpqxx/);
+});
+
+/** The packages one `apt-get install` line of a Dockerfile stage installs (the stage's first RUN). */
+function stagePackages(stage) {
+  const run = dockerfile.split(/^FROM /m)[stage].match(/apt-get install([^&]*)&&/s);
+  assert.ok(run, `stage ${stage} has no apt-get install`);
+  return new Set(run[1].replace(/\\\n/g, ' ').split(/\s+/).filter((w) => w && !w.startsWith('-')));
+}
+
+/** The Debian package that holds the library an executable of ours loads for `soname`. */
+function packageOf(binary, soname) {
+  const line = execFileSync('ldd', [binary], { encoding: 'utf8' }).split('\n')
+    .find((l) => l.trim().startsWith(`${soname} =>`));
+  assert.ok(line, `${binary}: ldd does not resolve ${soname}`);
+  const file = line.split('=>')[1].trim().split(' ')[0];
+  // Debian 12 has a merged /usr: dpkg may know the file under either prefix.
+  for (const candidate of [file, fs.realpathSync(file), file.replace(/^\/lib\//, '/usr/lib/'), file.replace(/^\/usr\/lib\//, '/lib/')]) {
+    try {
+      return execFileSync('dpkg', ['-S', candidate], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+        .split(':')[0];
+    } catch (_) { /* try the next spelling */ }
+  }
+  assert.fail(`${soname} (${file}) belongs to no Debian package`);
+}
+
+test('the runtime image installs the package of every library otahubd and otahub link directly', () => {
+  const runtime = stagePackages(2);
+  // In debian:bookworm-slim already (apt itself needs them).
+  const base = new Set(['libc6', 'libgcc-s1', 'libstdc++6']);
+  for (const name of ['otahubd', 'otahub']) {
+    const binary = path.join(binDir(), name);
+    const needed = execFileSync('readelf', ['-d', binary], { encoding: 'utf8' })
+      .split('\n').map((l) => l.match(/\(NEEDED\)\s+Shared library: \[(.+)\]/)).filter(Boolean).map((m) => m[1]);
+    assert.ok(needed.includes('libc.so.6'), `${name}: ${needed}`);
+    for (const soname of needed) {
+      const pkg = packageOf(binary, soname);
+      assert.ok(base.has(pkg) || runtime.has(pkg), `${name} needs ${soname} from ${pkg}, which the image does not install`);
+    }
+  }
+});
+
+test('the build stage installs every library package deploy/packages.txt names for building', () => {
+  const build = stagePackages(1);
+  const listed = fs.readFileSync(path.join(root, 'deploy', 'packages.txt'), 'utf8').split('\n')
+    .map((l) => l.replace(/#.*/, '').trim()).filter((l) => l.endsWith('-dev'));
+  // Test-only: GoogleTest and the fuzzers' runtime; the image builds without tests.
+  const testOnly = new Set(['libgtest-dev', 'libclang-rt-14-dev']);
+  const missing = listed.filter((p) => !testOnly.has(p) && !build.has(p));
+  assert.deepEqual(missing, []);
+  assert.ok(build.has('libgoogle-perftools-dev'));  // tcmalloc: otahubd's default malloc
 });

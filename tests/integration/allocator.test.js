@@ -1,0 +1,54 @@
+'use strict';
+// Which malloc otahubd runs on (CMake option OTAHUB_MALLOC, issue 8): gperftools' tcmalloc by
+// default, glibc's in sanitized builds and with OTAHUB_MALLOC=system. The hub reports the one the
+// running process has (GET /metrics, the startup line); this checks that report against the
+// libraries mapped into the process and against what the build chose (OTAHUB_EXPECT_MALLOC, set
+// by tests/CMakeLists.txt), and that devices are provisioned and served on it.
+const { test, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { startDeviceFixture } = require('../e2e/lib/device_fixture');
+
+const fixtures = [];
+after(async () => {
+  for (const f of fixtures) {
+    await f.hub.stop();
+    f.pki.cleanup();
+  }
+});
+
+/** The otahub_memory_allocator sample's labels: { name, version }, or null. */
+function reported(metricsText) {
+  const line = metricsText.split('\n').find((l) => l.startsWith('otahub_memory_allocator{'));
+  if (!line) return null;
+  assert.equal(Number(line.slice(line.lastIndexOf(' ') + 1)), 1, line);
+  const labels = Object.fromEntries([...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+  return { name: labels.name, version: labels.version };
+}
+
+test('the hub reports the malloc its process runs on, and serves devices on it', async () => {
+  const f = await startDeviceFixture({ env: {} });
+  fixtures.push(f);
+  const root = f.pki.root('Allocator Root');
+  await f.registerCa(root, { jitp: { product_name: 'sensor', tags: [], description: '' } });
+  const device = await f.connect(root.issueLeaf({ cn: 'allocator-1' }));
+  assert.ok((await device.ping()) >= 0);
+  await device.close();
+
+  const res = await f.hub.request('GET', '/metrics');
+  assert.equal(res.status, 200);
+  const got = reported(res.text);
+  assert.ok(got, 'otahub_memory_allocator is missing from /metrics');
+  assert.ok(['tcmalloc', 'glibc'].includes(got.name), `unexpected allocator ${got.name}`);
+  assert.match(got.version, /^\d+\.\d+/);
+
+  const maps = fs.readFileSync(`/proc/${f.hub.child.pid}/maps`, 'utf8');
+  assert.equal(/libtcmalloc/.test(maps), got.name === 'tcmalloc',
+    `metric says ${got.name}; tcmalloc ${/libtcmalloc/.test(maps) ? 'is' : 'is not'} mapped`);
+  const expected = process.env.OTAHUB_EXPECT_MALLOC;
+  if (expected) assert.equal(got.name, expected === 'system' ? 'glibc' : expected);
+
+  const startLine = f.hub.log().split('\n').find((l) => l.includes('otahubd node='));
+  assert.ok(startLine, f.hub.log());
+  assert.ok(startLine.includes(`allocator=${got.name} ${got.version}`), startLine);
+});
