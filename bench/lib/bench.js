@@ -63,6 +63,18 @@ function statusKiB(pid, key) {
 }
 const rssOf = (pid) => statusKiB(pid, 'VmRSS');
 const hwmOf = (pid) => statusKiB(pid, 'VmHWM');
+/** The malloc a process runs on, from the libraries mapped into it (otahubd links tcmalloc by default). */
+function allocatorOf(pid) {
+  const maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8');
+  const lib = ['tcmalloc', 'jemalloc', 'mimalloc'].find((name) => maps.includes(`lib${name}`));
+  return lib || 'glibc';
+}
+/** Records the hub's allocator in the results' versions (every hub of a run should agree). */
+function noteAllocator(R, hub) {
+  const name = allocatorOf(hub.child.pid);
+  if (R.versions.allocator && R.versions.allocator !== name) R.notes.push(`hubs ran on different allocators: ${R.versions.allocator}, ${name}`);
+  R.versions.allocator = name;
+}
 
 // CPU used by processes that are not part of this benchmark (the machine may be shared).
 const MINE = new Set(['otahubd', 'postgres', 'hubload', 'anchorcli', 'hsbench', 'mosquitto', 'nginx',
@@ -93,6 +105,25 @@ class Foreign {
     }
     return Math.round((ticks / HZ) / ((Date.now() - this.t) / 1000) * 100);
   }
+  /** The foreign processes that used most CPU since construction: "comm 42%, comm 7%". */
+  top(n = 3) {
+    const byComm = new Map();
+    for (const [pid, v] of cpuByProcess()) {
+      if (MINE.has(v.comm)) continue;
+      const before = this.snap.get(pid);
+      const d = v.ticks - (before && before.comm === v.comm ? before.ticks : 0);
+      if (d > 0) byComm.set(v.comm, (byComm.get(v.comm) || 0) + d);
+    }
+    const secs = (Date.now() - this.t) / 1000;
+    return [...byComm].sort((a, b) => b[1] - a[1]).slice(0, n)
+      .map(([comm, t]) => `${comm} ${Math.round((t / HZ) / secs * 100)}%`).join(', ');
+  }
+}
+/** Notes which foreign processes used the CPU of a step when they used more than 10% of a core. */
+function noteForeign(R, step, foreign) {
+  const pct = foreign.pct();
+  if (pct > 10) R.notes.push(`${step}: foreign CPU ${pct}% of a core (${foreign.top()})`);
+  return pct;
 }
 /** CPU seconds used so far by the live processes named `comm` (e.g. every postgres backend). */
 function cpuOfComm(comm) {
@@ -288,7 +319,7 @@ async function anchorMosquitto(R) {
     mosquitto_fanout_p50_ms: r1(med(p50PerSeq)),
     mosquitto_fanout_p99_ms: r1(med(p99PerSeq)),
     mosquitto_fanout_last_ms: r1(med(lastPerSeq)),
-    mosquitto_foreign_cpu_pct: foreign.pct(),
+    mosquitto_foreign_cpu_pct: noteForeign(R, 'mosquitto', foreign),
   });
   fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -325,7 +356,7 @@ async function anchorNginx(R) {
     const h = kv(hs);
     R.anchors.nginx_handshakes_per_sec = r1(h.rate_per_s);
     R.anchors.nginx_handshake_cpu_ms = r3(hsCpu * 1000 / h.n_ok);
-    R.anchors.nginx_handshake_foreign_cpu_pct = foreign.pct();
+    R.anchors.nginx_handshake_foreign_cpu_pct = noteForeign(R, 'nginx handshakes', foreign);
     const url = `https://localhost:${port}/fw.bin`;
     const curlArgs = ['--cacert', path.join(pki, 'ca.crt'), '--cert', path.join(pki, 'device.crt'),
       '--key', path.join(pki, 'device.key')];
@@ -336,7 +367,7 @@ async function anchorNginx(R) {
       const d = await download(url, curlArgs, clients, roundsFor(clients));
       R.anchors[`nginx_download_mib_per_sec_${clients}`] = d.mibPerSec;
       R.anchors[`nginx_download_cpu_pct_${clients}`] = Math.round((wcpu() - c0) / d.wall * 100);
-      R.anchors[`nginx_download_foreign_cpu_pct_${clients}`] = foreign.pct();
+      R.anchors[`nginx_download_foreign_cpu_pct_${clients}`] = noteForeign(R, `nginx download, ${clients} clients`, foreign);
       if (d.failed) R.notes.push(`nginx download: ${d.failed} of ${clients * roundsFor(clients)} failed`);
     }
   } finally {
@@ -397,6 +428,8 @@ function hubEnv(extra = {}) {
     ...(process.env.BENCH_DB_PREPARED ? { OTAHUB_DB_PREPARED_STATEMENTS: process.env.BENCH_DB_PREPARED } : {}),
     // BENCH_EC_KEYS=provider: EC certificate keys decoded by OpenSSL's providers (OTAHUB_OPENSSL_EC_KEYS), for A/B runs.
     ...(process.env.BENCH_EC_KEYS ? { OTAHUB_OPENSSL_EC_KEYS: process.env.BENCH_EC_KEYS } : {}),
+    // BENCH_HUB_PRELOAD=/path/lib.so: loaded into the hub (LD_PRELOAD), e.g. another malloc, for A/B runs.
+    ...(process.env.BENCH_HUB_PRELOAD ? { LD_PRELOAD: process.env.BENCH_HUB_PRELOAD } : {}),
     ...extra,
   };
 }
@@ -489,7 +522,7 @@ async function handshakes(R, hub, setup) {
   // The load client's CPU per connection (its client_cpu_s is cumulative).
   R.hub.handshake_client_cpu_ms = r3((full.client_cpu_s - warmup.client_cpu_s) * 1000 / full.joined);
   R.hub.resumed_client_cpu_ms = r3((resumed.client_cpu_s - full.client_cpu_s) * 1000 / resumed.joined);
-  R.hub.handshake_foreign_cpu_pct = foreign.pct();
+  R.hub.handshake_foreign_cpu_pct = noteForeign(R, 'handshake step', foreign);
   if (cpu0 < 0) R.notes.push('hub CPU unreadable');
 }
 
@@ -500,6 +533,7 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
   // Server certificates outside the hub's own directory, which stop() deletes: they outlive restarts.
   const certs = makeServerCerts(fs.mkdtempSync(path.join(WORK, 'certs-')));
   let hub = await startHub({ env, certs });
+  noteAllocator(R, hub);
   const setup = await setupProduct(hub);
   const loads = [];
   try {
@@ -533,7 +567,7 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
     // client handshakes) share the machine with the hub.
     R.hub.jitp_postgres_cpu_ms_per_device = r3((cpuOfComm('postgres') - pg0) * 1000 / jr.joined);
     R.hub.jitp_client_cpu_ms_per_device = r3(cpuOfComm('hubload') * 1000 / jr.joined);
-    R.hub.jitp_foreign_cpu_pct = foreign.pct();
+    R.hub.jitp_foreign_cpu_pct = noteForeign(R, 'JITP storm', foreign);
 
     // More devices up to memN, then RSS per device.
     const more = P.memN - P.jitpN;
@@ -625,7 +659,7 @@ async function fanoutScenario(R) {
     R.hub.fanout_p50_ms = r1(quantile(lat, 0.5));
     R.hub.fanout_p99_ms = r1(quantile(lat, 0.99));
     R.hub.fanout_last_ms = r1(lat[lat.length - 1]);
-    R.hub.fanout_foreign_cpu_pct = foreign.pct();
+    R.hub.fanout_foreign_cpu_pct = noteForeign(R, 'fan-out', foreign);
   } finally {
     if (load) await load.stop();
     await b.stop({ keepDatabase: true });
@@ -653,6 +687,7 @@ function bigFirmware(mib) {
 
 async function downloadScenario(R) {
   const hub = await startHub({ apiTls: true, env: hubEnv({ OTAHUB_API_BODY_LIMIT: String(2 ** 30) }) });
+  noteAllocator(R, hub);
   let fw;
   try {
     const setup = await setupProduct(hub);
@@ -675,7 +710,7 @@ async function downloadScenario(R) {
       const hubCpu = cpuOf(hub.child.pid) - c0;
       R.hub[`download_hub_cpu_pct_${clients}`] = Math.round(hubCpu / d.wall * 100);
       R.hub[`download_hub_cpu_s_per_gib_${clients}`] = r3(hubCpu / (d.mibPerSec * d.wall / 1024));
-      R.hub[`download_foreign_cpu_pct_${clients}`] = foreign.pct();
+      R.hub[`download_foreign_cpu_pct_${clients}`] = noteForeign(R, `hub download, ${clients} clients`, foreign);
       if (d.failed) R.notes.push(`hub download: ${d.failed} of ${clients * roundsFor(clients)} failed`);
     }
   } finally {
@@ -737,7 +772,7 @@ function markdown(R, F) {
   const lines = [];
   lines.push(`# otahub benchmark, ${R.date}${QUICK ? ' (--quick: small N, indicative only)' : ''}`, '');
   lines.push(`Machine: ${R.machine.cores} × ${R.machine.cpu}, ${R.machine.memGiB} GiB RAM, kernel ${R.machine.kernel}, fd limit ${R.machine.nofile}.`);
-  lines.push(`Versions: otahub ${R.versions.otahub}; ${R.versions.openssl}; ${R.versions.mosquitto}; ${R.versions.nginx}; ${R.versions.postgres}.`);
+  lines.push(`Versions: otahub ${R.versions.otahub} (malloc: ${R.versions.allocator || 'n/a'}); ${R.versions.openssl}; ${R.versions.mosquitto}; ${R.versions.nginx}; ${R.versions.postgres}.`);
   lines.push(`Load average at start: ${R.machine.loadavgStart.join(' ')}; at end: ${R.machine.loadavgEnd.join(' ')}.`);
   if (R.shared) lines.push('', `**The machine was shared during this run**: other processes used CPU (foreign CPU % of one core per step is in the JSON, \`*_foreign_cpu_pct\`). Wall-clock rates are pessimistic; CPU-per-operation figures are not affected much.`);
   lines.push('', '| figure | hub | anchor (same run) | ratio | target |', '|---|---|---|---|---|');
