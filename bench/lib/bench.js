@@ -87,7 +87,9 @@ function cpuByProcess() {
       const s = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
       const comm = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));
       const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-      m.set(e, { comm, ticks: Number(f[11]) + Number(f[12]) });
+      // The start time tells a reused pid from the same process; the name cannot (a kernel
+      // worker's name changes with the work it runs: kworker/u8:1-kvfree_rcu_reclaim).
+      m.set(e, { comm, ticks: Number(f[11]) + Number(f[12]), start: f[19] });
     } catch (_) { /* gone */ }
   }
   return m;
@@ -101,7 +103,7 @@ class Foreign {
     for (const [pid, v] of now) {
       if (MINE.has(v.comm)) continue;
       const before = this.snap.get(pid);
-      ticks += v.ticks - (before && before.comm === v.comm ? before.ticks : 0);
+      ticks += v.ticks - (before && before.start === v.start ? before.ticks : 0);
     }
     return Math.round((ticks / HZ) / ((Date.now() - this.t) / 1000) * 100);
   }
@@ -111,7 +113,7 @@ class Foreign {
     for (const [pid, v] of cpuByProcess()) {
       if (MINE.has(v.comm)) continue;
       const before = this.snap.get(pid);
-      const d = v.ticks - (before && before.comm === v.comm ? before.ticks : 0);
+      const d = v.ticks - (before && before.start === v.start ? before.ticks : 0);
       if (d > 0) byComm.set(v.comm, (byComm.get(v.comm) || 0) + d);
     }
     const secs = (Date.now() - this.t) / 1000;
