@@ -4,18 +4,10 @@
 // running process has (GET /metrics, the startup line); this checks that report against the
 // libraries mapped into the process and against what the build chose (OTAHUB_EXPECT_MALLOC, set
 // by tests/CMakeLists.txt), and that devices are provisioned and served on it.
-const { test, after } = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const { startDeviceFixture } = require('../e2e/lib/device_fixture');
-
-const fixtures = [];
-after(async () => {
-  for (const f of fixtures) {
-    await f.hub.stop();
-    f.pki.cleanup();
-  }
-});
 
 /** The otahub_memory_allocator sample's labels: { name, version }, or null. */
 function reported(metricsText) {
@@ -26,9 +18,8 @@ function reported(metricsText) {
   return { name: labels.name, version: labels.version };
 }
 
-test('the hub reports the malloc its process runs on, and serves devices on it', async () => {
-  const f = await startDeviceFixture({ env: {} });
-  fixtures.push(f);
+/** A device is provisioned and served; the reported allocator matches the process and the build. */
+async function checkAllocator(f) {
   const root = f.pki.root('Allocator Root');
   await f.registerCa(root, { jitp: { product_name: 'sensor', tags: [], description: '' } });
   const device = await f.connect(root.issueLeaf({ cn: 'allocator-1' }));
@@ -51,4 +42,14 @@ test('the hub reports the malloc its process runs on, and serves devices on it',
   const startLine = f.hub.log().split('\n').find((l) => l.includes('otahubd node='));
   assert.ok(startLine, f.hub.log());
   assert.ok(startLine.includes(`allocator=${got.name} ${got.version}`), startLine);
+}
+
+test('the hub reports the malloc its process runs on, and serves devices on it', async () => {
+  const f = await startDeviceFixture({ env: {} });
+  try {
+    await checkAllocator(f);
+  } finally {
+    await f.hub.stop();
+    f.pki.cleanup();
+  }
 });
