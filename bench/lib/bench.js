@@ -96,19 +96,8 @@ function cpuByProcess() {
 }
 class Foreign {
   constructor() { this.snap = cpuByProcess(); this.t = Date.now(); }
-  /** Mean % of one core used by foreign processes since construction. */
-  pct() {
-    const now = cpuByProcess();
-    let ticks = 0;
-    for (const [pid, v] of now) {
-      if (MINE.has(v.comm)) continue;
-      const before = this.snap.get(pid);
-      ticks += v.ticks - (before && before.start === v.start ? before.ticks : 0);
-    }
-    return Math.round((ticks / HZ) / ((Date.now() - this.t) / 1000) * 100);
-  }
-  /** The foreign processes that used most CPU since construction: "comm 42%, comm 7%". */
-  top(n = 3) {
+  /** CPU ticks each foreign process name used since construction. */
+  ticksByComm() {
     const byComm = new Map();
     for (const [pid, v] of cpuByProcess()) {
       if (MINE.has(v.comm)) continue;
@@ -116,9 +105,16 @@ class Foreign {
       const d = v.ticks - (before && before.start === v.start ? before.ticks : 0);
       if (d > 0) byComm.set(v.comm, (byComm.get(v.comm) || 0) + d);
     }
-    const secs = (Date.now() - this.t) / 1000;
-    return [...byComm].sort((a, b) => b[1] - a[1]).slice(0, n)
-      .map(([comm, t]) => `${comm} ${Math.round((t / HZ) / secs * 100)}%`).join(', ');
+    return byComm;
+  }
+  /** `ticks` as % of one core over the time since construction. */
+  pctOf(ticks) { return Math.round((ticks / HZ) / ((Date.now() - this.t) / 1000) * 100); }
+  /** Mean % of one core used by foreign processes since construction. */
+  pct() { return this.pctOf([...this.ticksByComm().values()].reduce((a, b) => a + b, 0)); }
+  /** The foreign processes that used most CPU since construction: "comm 42%, comm 7%". */
+  top(n = 3) {
+    return [...this.ticksByComm()].sort((a, b) => b[1] - a[1]).slice(0, n)
+      .map(([comm, t]) => `${comm} ${this.pctOf(t)}%`).join(', ');
   }
 }
 /** Notes which foreign processes used the CPU of a step when they used more than 10% of a core. */
