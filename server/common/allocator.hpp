@@ -8,11 +8,13 @@
 namespace otahub {
 
 struct MemoryAllocator {
-    std::string name;     ///< "tcmalloc", "jemalloc", "mimalloc" or "glibc"
+    std::string name;     ///< "tcmalloc", "jemalloc", "mimalloc", "glibc", "asan" or "other"
     std::string version;  ///< as the allocator reports it ("2.10", "5.3.0-0-g…", "2.36")
+                          ///< ("asan", "other": the file that holds malloc)
 };
 
-/// Asks the running process, not the build: an allocator loaded with LD_PRELOAD counts too.
+/// Asks the running process, not the build: the library that holds the malloc every other
+/// library calls (so an allocator loaded with LD_PRELOAD wins over the linked one).
 MemoryAllocator memory_allocator();
 
 }  // namespace otahub

@@ -30,8 +30,8 @@ namespace asio = net::asio;
 using net::kAsTuple;
 using net::tcp;
 
-/// When glibc's malloc is the allocator (OTAHUB_MALLOC=system, sanitized builds; tcmalloc's
-/// mallopt does nothing): glibc gives each allocating thread its own arena (up to 8 per core), and
+/// When glibc's malloc is the allocator (OTAHUB_MALLOC=system; tcmalloc's mallopt does
+/// nothing): glibc gives each allocating thread its own arena (up to 8 per core), and
 /// the handshake and database temporaries of thousands of devices then leave partly used pages in
 /// every arena of the I/O and worker threads. Two arenas keep ~9 KiB less resident per connected
 /// device (26.8 vs 36.1 KiB at 2,000 devices). Set before main(), so before any thread exists;

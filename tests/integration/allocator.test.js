@@ -1,7 +1,7 @@
 'use strict';
 // Which malloc otahubd runs on (CMake option OTAHUB_MALLOC, issue 8): gperftools' tcmalloc by
-// default, glibc's in sanitized builds and with OTAHUB_MALLOC=system. The hub reports the one the
-// running process has (GET /metrics, the startup line); this checks that report against the
+// default, glibc's with OTAHUB_MALLOC=system, AddressSanitizer's in the sanitized build. The hub
+// reports the one the running process has (GET /metrics, the startup line); this checks that report against the
 // libraries mapped into the process and against what the build chose (OTAHUB_EXPECT_MALLOC, set
 // by tests/CMakeLists.txt), and that devices are provisioned and served on it.
 const { test } = require('node:test');
@@ -30,14 +30,15 @@ async function checkAllocator(f) {
   assert.equal(res.status, 200);
   const got = reported(res.text);
   assert.ok(got, 'otahub_memory_allocator is missing from /metrics');
-  assert.ok(['tcmalloc', 'glibc'].includes(got.name), `unexpected allocator ${got.name}`);
-  assert.match(got.version, /^\d+\.\d+/);
+  assert.ok(['tcmalloc', 'glibc', 'asan'].includes(got.name), `unexpected allocator ${got.name}`);
+  assert.match(got.version, got.name === 'asan' ? /^libasan\.so/ : /^\d+\.\d+/);
 
   const maps = fs.readFileSync(`/proc/${f.hub.child.pid}/maps`, 'utf8');
   assert.equal(/libtcmalloc/.test(maps), got.name === 'tcmalloc',
     `metric says ${got.name}; tcmalloc ${/libtcmalloc/.test(maps) ? 'is' : 'is not'} mapped`);
   const expected = process.env.OTAHUB_EXPECT_MALLOC;
   if (expected) assert.equal(got.name, expected === 'system' ? 'glibc' : expected);
+  if (got.name === 'asan') assert.match(maps, /libasan/);
 
   const startLine = f.hub.log().split('\n').find((l) => l.includes('otahubd node='));
   assert.ok(startLine, f.hub.log());
