@@ -130,7 +130,9 @@ bool Presence::write_close_batch() {
     }
     if (batch.empty()) return true;
     try {
-        db_.run([&](db::Tx& tx) { db::devices::close_connections(tx, batch); });
+        // One statement, atomic on its own: no BEGIN and COMMIT round trips. A deadlock or a
+        // serialization failure comes back as Unavailable: the batch is kept for the next try.
+        db_.autocommit([&](db::Tx& tx) { db::devices::close_connections(tx, batch); });
         return true;
     } catch (const db::Unavailable& e) {
         spdlog::warn("presence: could not record {} session end(s), kept for the next try: {}",
