@@ -258,8 +258,6 @@ struct Provisioning {
     NewDeviceCertificate certificate{};
     std::string node_id{};
     std::string remote_address{};
-    /// The event NOTIFYed (a JSON object), with `connection_id` and `device_id` added.
-    std::string event{};
 };
 
 /// What provision_and_open created.
@@ -277,7 +275,8 @@ struct Provisioned {
 /// neither the certificate, nor a certificate with its public key in the organization, nor a
 /// device (even deleted) with that identifier is stored. Then it creates the device from the
 /// profile (connected and seen now), records `device.provisioned` in the audit log, stores the
-/// certificate, opens the connection with its writes and NOTIFY. Nullopt when the case is not
+/// certificate, opens the connection with its writes, without the device_connected NOTIFY (a
+/// device created just now has no older session to close). Nullopt when the case is not
 /// plain or a concurrent connection created the device first: the caller decides in a
 /// transaction, as before.
 std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p);

@@ -212,7 +212,6 @@ std::optional<AuthResult> provision_plain(db::Database& db, const AuthRequest& r
     p.certificate = certificate_row(leaf, request.ca.org_id, 0);
     p.node_id = request.node_id;
     p.remote_address = request.remote;
-    p.event = events::payload(events::kDeviceConnected, {{"node_id", request.node_id}});
     std::optional<db::devices::Provisioned> made;
     db.autocommit([&](db::Tx& tx) { made = db::devices::provision_and_open(tx, p); });
     if (!made) return std::nullopt;

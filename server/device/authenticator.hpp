@@ -43,7 +43,9 @@ struct AuthResult {
 };
 
 /// Looks the device up (or creates it) the NervesHub way, in one transaction, and on success
-/// opens its connection row and publishes `device_connected`. Known certificate by
+/// opens its connection row and publishes `device_connected` (which closes the device's older
+/// sessions on every node; not for a device the one-statement JITP has just created, which has
+/// none). Known certificate by
 /// fingerprint; else a known public key of a device with the same CN (rotation: new
 /// certificate row); else a registered device without certificates, or JITP when the CA has a
 /// profile. Blocking: call on the worker pool. Never throws; database failures give 503.

@@ -575,7 +575,6 @@ class Provisioning : public ConnectionCheck {
         c.der = {0x30, 0x01, 0x05};
         p.node_id = "node-b";
         p.remote_address = "127.0.0.9:4000";
-        p.event = R"({"kind":"device_connected","node_id":"node-b"})";
         return p;
     }
 
@@ -595,8 +594,17 @@ class Provisioning : public ConnectionCheck {
 };
 
 TEST_F(Provisioning, APlainFirstConnectionIsProvisionedInOneStatement) {
+    EventWatch watch{test_db_.url()};
+    ASSERT_TRUE(watch.listening());
     const auto made = provision(request("dev-new", "NEWFP1"));
     ASSERT_TRUE(made.has_value());
+    // No device_connected NOTIFY (a new device has no older session to close): the first event
+    // on the channel is the one sent after the statement committed.
+    db_.autocommit([&](Tx& tx) {
+        tx->exec_params1("SELECT pg_notify($1, '{\"kind\":\"after\"}')",
+                         std::string(kEventChannel));
+    });
+    EXPECT_EQ(watch.first_event().value("kind", ""), "after");
     ASSERT_TRUE(made->connection_id.has_value());
     EXPECT_EQ(made->org_id, org_);
     EXPECT_EQ(made->product_id, product_);
