@@ -399,45 +399,59 @@ const std::string& check_and_open_sql() {
     return sql;
 }
 
-// JITP in one statement (provision_and_open). $1 CA, $2 org, $3 identifier, $4 fingerprint,
-// $5 public key fingerprint, $6 serial, $7 AKI, $8 SKI, $9 not before, $10 not after, $11 DER,
-// $12 node, $13 remote address. The new device row is written with its connection times: rows
-// inserted by this statement are invisible to its UPDATEs. No device_connected NOTIFY: its one
-// use is to close older sessions of the device, and a device this statement creates has none
-// (a concurrent first connection either lost the insert or finds the device in a transaction,
-// which NOTIFYs). Without it a JITP storm's commits do not queue on the NOTIFY lock and every
-// node's listener is not woken per new device: 5% more devices per second in bench/run.
-const std::string& provision_and_open_sql() {
+// check_and_open_sql, and when no certificate with the fingerprint is stored and the CRL
+// admits it, JITP in the same statement (check_open_or_provision). $1 to $9 as
+// check_and_open_sql; $10 identifier, $11 public key fingerprint, $12 AKI, $13 SKI, $14 not
+// before, $15 not after, $16 DER. The two branches exclude each other (cert_id null or not), and
+// the JITP branch's CTEs are skipped by a one-time filter when the certificate is known, the
+// common case. The new device row is written with its connection times: rows inserted by this
+// statement are invisible to its UPDATEs. No device_connected NOTIFY for a device created here:
+// its one use is to close older sessions of the device, and a device this statement creates has
+// none (a concurrent first connection either lost the insert or finds the device in a
+// transaction, which NOTIFYs). Without it a JITP storm's commits do not queue on the NOTIFY lock
+// and every node's listener is not woken per new device: 5% more devices per second in
+// bench/run.
+const std::string& check_open_or_provision_sql() {
     static const std::string sql =
-        "WITH profile AS (SELECT c.id, c.org_id, c.serial, c.jitp_product_id, c.jitp_tags, "
+        check_and_open_sql().substr(0, check_and_open_sql().find(" SELECT chk.policy")) +
+        ", j_profile AS (SELECT c.id, c.org_id, c.serial, c.jitp_product_id, c.jitp_tags, "
         "c.jitp_description, p.name AS product FROM ca_certificates c "
-        "JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $1 AND c.org_id = $2 "
-        "AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE fingerprint = $4) "
-        "AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE org_id = $2 "
-        "AND public_key_fingerprint = $5) "
-        "AND NOT EXISTS (SELECT 1 FROM devices WHERE org_id = $2 AND identifier = $3)), "
-        "device AS (INSERT INTO devices (org_id, product_id, identifier, description, tags, "
-        "connected_at, first_seen_at, last_seen_at) SELECT org_id, jitp_product_id, $3, "
-        "jitp_description, jitp_tags, now(), now(), now() FROM profile "
+        "JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $2 AND c.org_id = $5 "
+        "AND $10 <> '' AND (SELECT cert_id IS NULL AND " +
+        managed_ca::crl_admits_sql("policy", "has_crl", "expired", "listed") +
+        " FROM chk) "
+        "AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE org_id = $5 "
+        "AND public_key_fingerprint = $11) "
+        "AND NOT EXISTS (SELECT 1 FROM devices WHERE org_id = $5 AND identifier = $10)), "
+        "j_device AS (INSERT INTO devices (org_id, product_id, identifier, description, tags, "
+        "connected_at, first_seen_at, last_seen_at) SELECT org_id, jitp_product_id, $10, "
+        "jitp_description, jitp_tags, now(), now(), now() FROM j_profile "
         "ON CONFLICT (org_id, identifier) DO NOTHING "
         "RETURNING id, org_id, product_id, identifier), "
-        "audit AS (INSERT INTO audit_logs (org_id, actor_type, actor, action, resource_type, "
-        "resource, details) SELECT device.org_id, 'device', $3, 'device.provisioned', 'device', "
-        "$3, jsonb_build_object('product', profile.product, 'ca_serial', profile.serial, "
-        "'certificate_serial', $6::text, 'remote', $13::text) FROM device, profile), "
-        "certificate AS (INSERT INTO device_certificates (org_id, device_id, serial, aki, ski, "
+        "j_audit AS (INSERT INTO audit_logs (org_id, actor_type, actor, action, resource_type, "
+        "resource, details) SELECT j_device.org_id, 'device', $10, 'device.provisioned', "
+        "'device', $10, jsonb_build_object('product', j_profile.product, 'ca_serial', "
+        "j_profile.serial, 'certificate_serial', $3::text, 'remote', $7::text) "
+        "FROM j_device, j_profile), "
+        "j_certificate AS (INSERT INTO device_certificates (org_id, device_id, serial, aki, ski, "
         "not_before, not_after, fingerprint, public_key_fingerprint, der, last_used_at) "
-        "SELECT device.org_id, device.id, $6, NULLIF($7, ''), NULLIF($8, ''), to_timestamp($9), "
-        "to_timestamp($10), $4, $5, $11, now() FROM device "
+        "SELECT j_device.org_id, j_device.id, $3, NULLIF($12, ''), NULLIF($13, ''), "
+        "to_timestamp($14), to_timestamp($15), $1, $11, $16, now() FROM j_device "
         "ON CONFLICT (fingerprint) DO NOTHING RETURNING device_id), "
-        "connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
-        "certificate_fingerprint) SELECT device_id, $12, $13, $4 FROM certificate "
-        "RETURNING id, device_id), "
-        "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = (SELECT $1::bigint "
-        "FROM connection) AND (last_used_at IS NULL OR "
+        "j_connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
+        "certificate_fingerprint) SELECT device_id, $6, $7, $1 FROM j_certificate "
+        "RETURNING id), "
+        "j_ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = (SELECT $2::bigint "
+        "FROM j_connection) AND (last_used_at IS NULL OR "
         "last_used_at < now() - interval '1 minute')) "
-        "SELECT device.id, device.org_id, device.product_id, device.identifier, connection.id "
-        "FROM device LEFT JOIN connection ON true";
+        "SELECT chk.policy, chk.has_crl, chk.expired, chk.listed, chk.cert_id, chk.revoked, "
+        "chk.device_id, chk.org_id, chk.product_id, chk.identifier, chk.disabled, chk.deleted, "
+        "connection.id, CASE WHEN connection.id IS NOT NULL THEN pg_notify($8, ($9::jsonb || "
+        "jsonb_build_object('connection_id', connection.id, 'device_id', "
+        "connection.device_id))::text) END, "
+        "j_device.id, j_device.org_id, j_device.product_id, j_device.identifier, j_connection.id "
+        "FROM chk LEFT JOIN connection ON true LEFT JOIN j_device ON true "
+        "LEFT JOIN j_connection ON true";
     return sql;
 }
 
@@ -484,24 +498,6 @@ std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const st
         .as<std::int64_t>();
 }
 
-std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p) {
-    const auto& c = p.certificate;
-    const auto rows = tx->exec_params(
-        provision_and_open_sql(), p.ca_id, p.org_id, p.identifier, c.fingerprint,
-        c.public_key_fingerprint, c.serial, c.aki, c.ski, epoch_seconds(c.not_before),
-        epoch_seconds(c.not_after), pqxx::binarystring(c.der.data(), c.der.size()), p.node_id,
-        p.remote_address);
-    if (rows.empty()) return std::nullopt;
-    const auto& row = rows[0];
-    Provisioned out;
-    out.device_id = row[0].as<std::int64_t>();
-    out.org_id = row[1].as<std::int64_t>();
-    out.product_id = row[2].as<std::int64_t>();
-    out.identifier = row[3].as<std::string>();
-    if (!row[4].is_null()) out.connection_id = row[4].as<std::int64_t>();
-    return out;
-}
-
 ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,
                                           std::int64_t ca_id, const std::string& serial,
                                           bool issued_by_ca, const ConnectionOpening& opening) {
@@ -515,6 +511,33 @@ ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint
     auto check = check_from(row);
     if (!row[12].is_null()) check.connection_id = row[12].as<std::int64_t>();
     return check;
+}
+
+CheckOrProvision check_open_or_provision(Tx& tx, const Provisioning& p, bool issued_by_ca,
+                                         const std::string& event) {
+    // Room for the connection and device ids the statement adds.
+    if (event.size() > kMaxNotifyPayload - 64) {
+        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
+    }
+    const auto& c = p.certificate;
+    const auto row = tx->exec_params1(
+        check_open_or_provision_sql(), c.fingerprint, p.ca_id, c.serial, issued_by_ca, p.org_id,
+        p.node_id, p.remote_address, std::string(kEventChannel), event, p.identifier,
+        c.public_key_fingerprint, c.aki, c.ski, epoch_seconds(c.not_before),
+        epoch_seconds(c.not_after), pqxx::binarystring(c.der.data(), c.der.size()));
+    CheckOrProvision out;
+    out.check = check_from(row);
+    if (!row[12].is_null()) out.check.connection_id = row[12].as<std::int64_t>();
+    if (!row[14].is_null()) {
+        Provisioned made;
+        made.device_id = row[14].as<std::int64_t>();
+        made.org_id = row[15].as<std::int64_t>();
+        made.product_id = row[16].as<std::int64_t>();
+        made.identifier = row[17].as<std::string>();
+        if (!row[18].is_null()) made.connection_id = row[18].as<std::int64_t>();
+        out.provisioned = std::move(made);
+    }
+    return out;
 }
 
 void close_connection(Tx& tx, std::int64_t connection_id, const std::string& reason) {

@@ -247,7 +247,7 @@ ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint
                                           std::int64_t ca_id, const std::string& serial,
                                           bool issued_by_ca, const ConnectionOpening& opening);
 
-/// A first connection to provision just in time (provision_and_open).
+/// A first connection to provision just in time (check_open_or_provision).
 struct Provisioning {
     /// The CA the certificate chained to, and its organization.
     std::int64_t ca_id = 0;
@@ -260,7 +260,7 @@ struct Provisioning {
     std::string remote_address{};
 };
 
-/// What provision_and_open created.
+/// What check_open_or_provision created.
 struct Provisioned {
     std::int64_t device_id = 0;
     std::int64_t org_id = 0;
@@ -271,15 +271,29 @@ struct Provisioned {
     std::optional<std::int64_t> connection_id{};
 };
 
-/// JITP in one statement for the plain case: CA `ca_id` of `org_id` has a JITP profile, and
-/// neither the certificate, nor a certificate with its public key in the organization, nor a
-/// device (even deleted) with that identifier is stored. Then it creates the device from the
-/// profile (connected and seen now), records `device.provisioned` in the audit log, stores the
-/// certificate, opens the connection with its writes, without the device_connected NOTIFY (a
-/// device created just now has no older session to close). Nullopt when the case is not
-/// plain or a concurrent connection created the device first: the caller decides in a
-/// transaction, as before.
-std::optional<Provisioned> provision_and_open(Tx& tx, const Provisioning& p);
+/// What check_open_or_provision found or did.
+struct CheckOrProvision {
+    /// As check_and_open_connection's (`certificate` is unset when the device was provisioned).
+    ConnectionCheck check{};
+    /// Set when the statement created the device (the plain JITP case).
+    std::optional<Provisioned> provisioned{};
+};
+
+/// check_and_open_connection (with `p`'s fingerprint, CA, serial, organization, node and
+/// address, NOTIFYing `event` when it opens a known certificate's connection), and in the same
+/// statement, when no certificate with that fingerprint is stored and the CA's CRL admits it,
+/// JITP in the plain case: CA `p.ca_id` of `p.org_id` has a JITP profile, the identifier is not
+/// empty, and neither a certificate with its public key in the organization nor a device (even
+/// deleted) with that identifier is stored. Then it creates the device from the profile
+/// (connected and seen now), records `device.provisioned` in the audit log, stores the
+/// certificate and opens the connection with its writes, without the device_connected NOTIFY (a
+/// device created just now has no older session to close). `provisioned` without a
+/// `connection_id`: a concurrent connection stored the same certificate first (the device and
+/// its audit entry stay). Neither the check's connection nor `provisioned`: the caller decides
+/// (refusal, or a transaction). A device's first connection costs one round trip (two before
+/// 2026-12-05), its later ones what check_and_open_connection costs.
+CheckOrProvision check_open_or_provision(Tx& tx, const Provisioning& p, bool issued_by_ca,
+                                         const std::string& event);
 
 /// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
 /// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when

@@ -161,24 +161,69 @@ std::optional<AuthResult> known_refusal(const db::devices::ConnectionCheck& chec
     return std::nullopt;
 }
 
-/// A certificate seen before (the common case: every reconnect): decided and admitted by one
+/// The JITP row for `request` (check_open_or_provision).
+db::devices::Provisioning provisioning_of(const AuthRequest& request) {
+    db::devices::Provisioning p;
+    p.ca_id = request.ca.id;
+    p.org_id = request.ca.org_id;
+    p.identifier = request.leaf.common_name;
+    p.certificate = certificate_row(request.leaf, request.ca.org_id, 0);
+    p.node_id = request.node_id;
+    p.remote_address = request.remote;
+    return p;
+}
+
+/// A first connection the one-statement JITP created the device for (`made`): admitted, or,
+/// when another connection stored this certificate first (the device is ours and stays), decided
+/// by the transaction as for any known certificate.
+AuthResult admit_provisioned(db::Database& db, const AuthRequest& request,
+                             const db::devices::Provisioned& made) {
+    if (!made.connection_id) {
+        auto result = db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
+        result.provisioned = result.ok;
+        return result;
+    }
+    auto result =
+        admit(made.device_id, made.org_id, made.product_id, made.identifier, *made.connection_id);
+    result.provisioned = true;
+    result.certificate_added = true;
+    return result;
+}
+
+/// A certificate seen before (the common case: every reconnect) is decided and admitted by one
 /// statement (the checks, then the connection row and NOTIFY when they pass), without a
-/// transaction block: 1 round trip (2 before 2026-11-25). Nullopt when the certificate is not
-/// stored and the CA's CRL does not refuse it: provision_plain or authenticate_in handle first
-/// connections, rotation and JITP.
+/// transaction block: 1 round trip (2 before 2026-11-25). When the CA has a JITP profile the
+/// same statement also provisions a never-seen device in the plain case
+/// (devices::check_open_or_provision): 1 round trip for a new device (2 before 2026-12-05).
+/// Nullopt when the certificate is not stored, the CA's CRL does not refuse it and nothing was
+/// provisioned: authenticate_in decides (first connections of registered devices, rotation,
+/// JITP that is not plain).
 std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest& request) {
     const auto& leaf = request.leaf;
-    db::devices::ConnectionOpening opening;
-    opening.org_id = request.ca.org_id;
-    opening.node_id = request.node_id;
-    opening.remote_address = request.remote;
     // connected_event without the device id, which the statement adds with the connection's.
-    opening.event = events::payload(events::kDeviceConnected, {{"node_id", request.node_id}});
+    const auto event = events::payload(events::kDeviceConnected, {{"node_id", request.node_id}});
+    const bool issued_by_ca = request.ca.depth == 1;
     db::devices::ConnectionCheck check;
-    db.autocommit([&](db::Tx& tx) {
-        check = db::devices::check_and_open_connection(tx, leaf.fingerprint, request.ca.id,
-                                                       leaf.serial, request.ca.depth == 1, opening);
-    });
+    std::optional<db::devices::Provisioned> made;
+    if (request.ca.jitp && !leaf.common_name.empty()) {
+        const auto p = provisioning_of(request);
+        db.autocommit([&](db::Tx& tx) {
+            auto both = db::devices::check_open_or_provision(tx, p, issued_by_ca, event);
+            check = std::move(both.check);
+            made = std::move(both.provisioned);
+        });
+    } else {
+        db::devices::ConnectionOpening opening;
+        opening.org_id = request.ca.org_id;
+        opening.node_id = request.node_id;
+        opening.remote_address = request.remote;
+        opening.event = event;
+        db.autocommit([&](db::Tx& tx) {
+            check = db::devices::check_and_open_connection(tx, leaf.fingerprint, request.ca.id,
+                                                           leaf.serial, issued_by_ca, opening);
+        });
+    }
+    if (made) return admit_provisioned(db, request, *made);
     auto refusal = known_refusal(check, request.ca.org_id);
     if (check.connection_id && (refusal || !check.certificate)) {
         // The statement's rule (SQL) and known_refusal disagree: believe the refusal.
@@ -199,36 +244,6 @@ std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest
                  *check.connection_id);
 }
 
-/// A first connection in the plain JITP case (see devices::provision_and_open): one statement
-/// instead of a transaction of ten round trips. Nullopt when the case is not plain:
-/// authenticate_in decides.
-std::optional<AuthResult> provision_plain(db::Database& db, const AuthRequest& request) {
-    const auto& leaf = request.leaf;
-    if (leaf.common_name.empty()) return std::nullopt;
-    db::devices::Provisioning p;
-    p.ca_id = request.ca.id;
-    p.org_id = request.ca.org_id;
-    p.identifier = leaf.common_name;
-    p.certificate = certificate_row(leaf, request.ca.org_id, 0);
-    p.node_id = request.node_id;
-    p.remote_address = request.remote;
-    std::optional<db::devices::Provisioned> made;
-    db.autocommit([&](db::Tx& tx) { made = db::devices::provision_and_open(tx, p); });
-    if (!made) return std::nullopt;
-    if (!made->connection_id) {
-        // Another connection stored this certificate first: the device is ours and stays;
-        // the transaction finds the certificate and decides as for any known one.
-        auto result = db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
-        result.provisioned = result.ok;
-        return result;
-    }
-    auto result = admit(made->device_id, made->org_id, made->product_id, made->identifier,
-                        *made->connection_id);
-    result.provisioned = true;
-    result.certificate_added = true;
-    return result;
-}
-
 }  // namespace
 
 AuthResult authenticate_device(db::Database& db, const AuthRequest& request) {
@@ -241,7 +256,6 @@ AuthResult authenticate_device(db::Database& db, const AuthRequest& request) {
     };
     try {
         if (auto known = authenticate_known(db, request)) return counted(std::move(*known));
-        if (auto made = provision_plain(db, request)) return counted(std::move(*made));
         return counted(db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); }));
     } catch (const ApiError& e) {
         if (e.code() == ErrorCode::kConflict) {

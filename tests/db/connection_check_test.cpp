@@ -1,8 +1,8 @@
 // The device endpoint's statements, against a real PostgreSQL: check_and_open_connection (the
 // CRL state, the certificate and its device, and the connection row with its NOTIFY when they
 // admit it, in one statement), open_connection_and_notify, record_join (the join's UPDATE and the
-// facts its observers start from, in one statement) and provision_and_open (plain JITP in one
-// statement).
+// facts its observers start from, in one statement) and check_open_or_provision (the same check,
+// and plain JITP, in one statement).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -537,7 +537,7 @@ TEST_F(ConnectionCheck, CheckAndOpenWritesTheRowItsWritesAndTheEvent) {
     expect_opened(*c.connection_id, watch);
 }
 
-/// provision_and_open against a CA with a JITP profile (product demo, tags, description).
+/// check_open_or_provision against a CA with a JITP profile (product demo, tags, description).
 class Provisioning : public ConnectionCheck {
   protected:
     void SetUp() override {
@@ -578,10 +578,17 @@ class Provisioning : public ConnectionCheck {
         return p;
     }
 
-    std::optional<devices::Provisioned> provision(const devices::Provisioning& p) {
-        std::optional<devices::Provisioned> out;
-        db_.autocommit([&](Tx& tx) { out = devices::provision_and_open(tx, p); });
+    devices::CheckOrProvision check_or_provision(const devices::Provisioning& p) {
+        devices::CheckOrProvision out;
+        db_.autocommit([&](Tx& tx) {
+            out = devices::check_open_or_provision(
+                tx, p, true, R"({"kind":"device_connected","node_id":"node-b"})");
+        });
         return out;
+    }
+
+    std::optional<devices::Provisioned> provision(const devices::Provisioning& p) {
+        return check_or_provision(p).provisioned;
     }
 
     std::int64_t count(const std::string& sql) {
@@ -659,8 +666,10 @@ TEST_F(Provisioning, AnythingButThePlainCaseIsLeftToTheTransaction) {
     EXPECT_FALSE(provision(request("dev-1", "XFP2")).has_value());
     db_.run([&](Tx& tx) { devices::soft_delete(tx, device_); });
     EXPECT_FALSE(provision(request("dev-1", "XFP3")).has_value());
-    // The certificate is stored already.
+    // The certificate is stored already (its device is deleted: not opened either).
     EXPECT_FALSE(provision(request("dev-y", "DEVFP")).has_value());
+    // No common name.
+    EXPECT_FALSE(provision(request("", "XFP6")).has_value());
     // A certificate with the same public key is stored in the organization (rotation).
     auto same_key = request("dev-z", "XFP4");
     same_key.certificate.public_key_fingerprint = "KEY:DEVFP";
@@ -673,6 +682,73 @@ TEST_F(Provisioning, AnythingButThePlainCaseIsLeftToTheTransaction) {
     EXPECT_EQ(count("SELECT count(*) FROM devices"), devices_before);
     EXPECT_EQ(count("SELECT count(*) FROM audit_logs"), audit_before);
     EXPECT_EQ(count("SELECT count(*) FROM device_connections"), 0);
+}
+
+TEST_F(Provisioning, AKnownCertificateIsOpenedAsByCheckAndOpenWithItsEvent) {
+    const auto made = provision(request("dev-k", "KNOWNFP1"));
+    ASSERT_TRUE(made.has_value());
+    ASSERT_TRUE(made->connection_id.has_value());
+    EventWatch watch{test_db_.url()};
+    ASSERT_TRUE(watch.listening());
+    const auto again = check_or_provision(request("dev-k", "KNOWNFP1"));
+    EXPECT_FALSE(again.provisioned.has_value());
+    ASSERT_TRUE(again.check.certificate.has_value());
+    ASSERT_TRUE(again.check.certificate->device.has_value());
+    EXPECT_EQ(again.check.certificate->device->id, made->device_id);
+    ASSERT_TRUE(again.check.connection_id.has_value());
+    EXPECT_NE(*again.check.connection_id, *made->connection_id);
+    // A known device's connection closes its older sessions on every node: it NOTIFYs.
+    const nlohmann::json event = watch.first_event();
+    ASSERT_TRUE(event.is_object()) << "no notification arrived";
+    EXPECT_EQ(event.value("kind", ""), "device_connected");
+    EXPECT_EQ(event.value("device_id", std::int64_t{0}), made->device_id);
+    EXPECT_EQ(event.value("connection_id", std::int64_t{0}), *again.check.connection_id);
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-k'"), 1);
+    EXPECT_EQ(count("SELECT count(*) FROM device_connections WHERE certificate_fingerprint = "
+                    "'KNOWNFP1' AND status = 'connected'"),
+              2);
+}
+
+TEST_F(Provisioning, ProvisionsExactlyWhenTheCrlRuleAdmits) {
+    // Every CRL state the rule reads, on the JITP CA: a new device is created only when
+    // crl_refusal (C++) finds nothing to refuse in the state the statement read.
+    int provisioned = 0;
+    int refused = 0;
+    int n = 0;
+    for (const std::string policy : {"accept", "refuse"}) {
+        for (const std::string crl_state : {"none", "current", "expired"}) {
+            for (const std::string serial : {"77", "78"}) {
+                db_.run([&](Tx& tx) {
+                    managed_ca::set_missing_crl_policy(tx, jitp_ca_, policy);
+                    tx->exec_params0("DELETE FROM ca_crls WHERE ca_certificate_id = $1", jitp_ca_);
+                    if (crl_state == "none") return;
+                    NewCrl crl;
+                    crl.der = {0x30, 0x00};
+                    const bool expired = crl_state == "expired";
+                    crl.this_update = Clock::now() - std::chrono::hours(expired ? 3 : 1);
+                    crl.next_update = Clock::now() + std::chrono::hours(expired ? -1 : 1);
+                    crl.revoked = {{"77", Clock::now() - std::chrono::hours(2)}};
+                    managed_ca::store_crl(tx, jitp_ca_, crl);
+                });
+                const auto what = policy + "/" + crl_state + "/serial " + serial;
+                const auto id = "crl-" + std::to_string(++n);
+                auto p = request(id, "CRLFP" + std::to_string(n));
+                p.certificate.serial = serial;
+                const auto got = check_or_provision(p);
+                const auto refusal = managed_ca::crl_refusal(got.check.crl);
+                EXPECT_FALSE(got.check.certificate.has_value()) << what;
+                EXPECT_FALSE(got.check.connection_id.has_value()) << what;
+                EXPECT_EQ(got.provisioned.has_value(), !refusal.has_value()) << what;
+                EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = '" + id + "'"),
+                          refusal ? 0 : 1)
+                    << what;
+                (refusal ? refused : provisioned) += 1;
+            }
+        }
+    }
+    // As CheckAndOpenAgreesWithCrlRefusalOnEveryCrlState: 5 admitted, 7 refused.
+    EXPECT_EQ(provisioned, 5);
+    EXPECT_EQ(refused, 7);
 }
 
 TEST_F(Provisioning, LosesToAConcurrentFirstConnectionOfTheSameDevice) {
