@@ -683,6 +683,9 @@ int main(int argc, char **argv) {
   int64_t c0 = mono_ns();
   make_certs();
   fprintf(stderr, "hubload: %d device certificates in %.2f s\n", N, (mono_ns() - c0) / 1e9);
+  // The CPU spent before the first connection (certificates), for per-connection figures.
+  printf("CERTS n=%d client_cpu_s=%.3f\n", N, cpu_s());
+  fflush(stdout);
   if (legacy_ec) use_legacy_ec_keys();
   ep = epoll_create1(0);
   conns = calloc(N, sizeof *conns);
