@@ -450,12 +450,23 @@ async function setupProduct(hub, { ca = new BenchCa() } = {}) {
     if (res.status !== 201) throw new Error(`upload ${file}: ${res.status} ${res.text}`);
   }
   await fx.registerCa(ca, { jitp: { product_name: 'demo', tags: ['bench'], description: 'bench' } });
-  const dir = fs.mkdtempSync(path.join(WORK, 'devca-'));
+  const dir = scratchDir('devca-');
   fs.writeFileSync(path.join(dir, 'devca.crt'), ca.certPem);
   fs.writeFileSync(path.join(dir, 'devca.key'), ca.key.export({ type: 'pkcs8', format: 'pem' }));
   fs.writeFileSync(path.join(dir, 'join.json'), JSON.stringify(nervesHubLinkJoinPayload({ uuid: V1, version: '1.0.0', product: 'demo' })));
   return { token, fx, api, ca, dir };
 }
+
+/** A directory under WORK for this run only: removed when the process exits, however it ends. */
+const scratch = [];
+function scratchDir(prefix) {
+  const dir = fs.mkdtempSync(path.join(WORK, prefix));
+  scratch.push(dir);
+  return dir;
+}
+process.on('exit', () => {
+  for (const dir of scratch) fs.rmSync(dir, { recursive: true, force: true });
+});
 
 function hubload(hub, setup, mode, { n, prefix, binds = ['127.0.0.2'], conc = 128, extra = [], cpus = 1, port } = {}) {
   const argv = ['-m', mode, '-p', String(port || hub.devicePort), '-A', hub.certs.ca,
@@ -529,7 +540,7 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
   const port = freePort();
   const env = hubEnv({ OTAHUB_DEVICE_LISTEN: `127.0.0.1:${port}`, OTAHUB_NODE_ID: 'bench-a' });
   // Server certificates outside the hub's own directory, which stop() deletes: they outlive restarts.
-  const certs = makeServerCerts(fs.mkdtempSync(path.join(WORK, 'certs-')));
+  const certs = makeServerCerts(scratchDir('certs-'));
   let hub = await startHub({ env, certs });
   noteAllocator(R, hub);
   const setup = await setupProduct(hub);
@@ -623,7 +634,7 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
 async function fanoutScenario(R) {
   const port = freePort();
   const env = hubEnv({ OTAHUB_DEVICE_LISTEN: `127.0.0.1:${port}`, OTAHUB_REUSE_PORT: 'true' });
-  const certs = makeServerCerts(fs.mkdtempSync(path.join(WORK, 'certs-')));
+  const certs = makeServerCerts(scratchDir('certs-'));
   const a = await startHub({ certs, env: { ...env, OTAHUB_NODE_ID: 'fan-a' } });
   const b = await startHub({
     certs: a.certs, database: a.db, admin: null,
