@@ -399,59 +399,100 @@ const std::string& check_and_open_sql() {
     return sql;
 }
 
-// check_and_open_sql, and when no certificate with the fingerprint is stored and the CRL
-// admits it, JITP in the same statement (check_open_or_provision). $1 to $9 as
-// check_and_open_sql; $10 identifier, $11 public key fingerprint, $12 AKI, $13 SKI, $14 not
-// before, $15 not after, $16 DER. The two branches exclude each other (cert_id null or not), and
-// the JITP branch's CTEs are skipped by a one-time filter when the certificate is known, the
-// common case. The new device row is written with its connection times: rows inserted by this
-// statement are invisible to its UPDATEs. No device_connected NOTIFY for a device created here:
-// its one use is to close older sessions of the device, and a device this statement creates has
-// none (a concurrent first connection either lost the insert or finds the device in a
+// check_and_open_sql for every attempt of a batch, and, for an attempt whose certificate is not
+// stored and whose CA's CRL admits it, JITP, all in one statement (check_open_or_provision). $1
+// the attempts (jsonb: n, fp, ca, org, serial, issued, identifier, pkfp, aki, ski, nb, na, der as
+// hex, remote), $2 node, $3 channel, $4 event. Attempts are matched to the rows they wrote by
+// fingerprint and by (organization, identifier): the caller never puts two attempts with the same
+// fingerprint, identifier or public key in one batch. The two branches exclude each other per
+// attempt (cert_id null or not). New device rows are written with their connection times: rows
+// inserted by this statement are invisible to its UPDATEs. No device_connected NOTIFY for a device
+// created here: its one use is to close older sessions of the device, and a device this statement
+// creates has none (a concurrent first connection either lost the insert or finds the device in a
 // transaction, which NOTIFYs). Without it a JITP storm's commits do not queue on the NOTIFY lock
-// and every node's listener is not woken per new device: 5% more devices per second in
-// bench/run.
+// and every node's listener is not woken per new device: 5% more devices per second in bench/run.
 const std::string& check_open_or_provision_sql() {
+    static const std::string admits =
+        managed_ca::crl_admits_sql("chk.policy", "chk.has_crl", "chk.expired", "chk.listed");
+    // The attempts come as one jsonb value, which PostgreSQL estimates at 100 rows, and a pooled
+    // connection keeps the generic plan it made at its sixth execution, possibly while the tables
+    // were nearly empty: without the fences (OFFSET 0 keeps a subquery from being flattened into
+    // a join, = ANY(ARRAY(...)) makes an index lookup) that plan scanned device_certificates and
+    // devices whole for every batch, which grew with the fleet.
     static const std::string sql =
-        check_and_open_sql().substr(0, check_and_open_sql().find(" SELECT chk.policy")) +
-        ", j_profile AS (SELECT c.id, c.org_id, c.serial, c.jitp_product_id, c.jitp_tags, "
-        "c.jitp_description, p.name AS product FROM ca_certificates c "
-        "JOIN products p ON p.id = c.jitp_product_id WHERE c.id = $2 AND c.org_id = $5 "
-        "AND $10 <> '' AND (SELECT cert_id IS NULL AND " +
-        managed_ca::crl_admits_sql("policy", "has_crl", "expired", "listed") +
-        " FROM chk) "
-        "AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE org_id = $5 "
-        "AND public_key_fingerprint = $11) "
-        "AND NOT EXISTS (SELECT 1 FROM devices WHERE org_id = $5 AND identifier = $10)), "
+        "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, fp text, "
+        "ca bigint, org bigint, serial text, issued boolean, identifier text, pkfp text, "
+        "aki text, ski text, nb double precision, na double precision, der text, remote text)), "
+        "chk AS (SELECT i.n, crl.policy, crl.has_crl, crl.expired, crl.listed, "
+        "k.id AS cert_id, k.revoked, d.id AS device_id, d.org_id, d.product_id, d.identifier, "
+        "d.disabled, d.deleted_at IS NOT NULL AS deleted "
+        "FROM input i LEFT JOIN LATERAL (SELECT * FROM (" +
+        managed_ca::crl_state_subquery("i.ca", "i.serial", "i.issued") +
+        ") s OFFSET 0) AS crl(policy, has_crl, expired, listed) ON true "
+        "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
+        "FROM device_certificates c WHERE c.fingerprint = i.fp OFFSET 0) k ON true "
+        "LEFT JOIN LATERAL (SELECT * FROM devices d WHERE d.id = k.device_id OFFSET 0) d "
+        "ON true), "
+        "connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
+        "certificate_fingerprint) SELECT chk.device_id, $2, i.remote, i.fp "
+        "FROM chk JOIN input i ON i.n = chk.n WHERE " +
+        admits +
+        " AND chk.cert_id IS NOT NULL AND NOT chk.revoked AND chk.device_id IS NOT NULL "
+        "AND chk.org_id = i.org AND NOT chk.deleted AND NOT chk.disabled "
+        "RETURNING id, device_id, certificate_fingerprint), "
+        "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
+        "first_seen_at = COALESCE(first_seen_at, now()) "
+        "WHERE id = ANY(ARRAY(SELECT device_id FROM connection))), "
+        "certificate AS (UPDATE device_certificates SET last_used_at = now() "
+        "WHERE id = ANY(ARRAY(SELECT chk.cert_id FROM chk JOIN input i ON i.n = chk.n "
+        "JOIN connection c ON c.certificate_fingerprint = i.fp)) "
+        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
+        "j_profile AS (SELECT i.n, i.org, i.identifier, c.jitp_product_id, c.jitp_tags, "
+        "c.jitp_description, c.serial AS ca_serial, p.name AS product "
+        "FROM input i JOIN chk ON chk.n = i.n "
+        "JOIN ca_certificates c ON c.id = i.ca AND c.org_id = i.org "
+        "JOIN products p ON p.id = c.jitp_product_id "
+        "WHERE i.identifier <> '' AND chk.cert_id IS NULL AND " +
+        admits +
+        " AND NOT EXISTS (SELECT 1 FROM device_certificates WHERE org_id = i.org "
+        "AND public_key_fingerprint = i.pkfp OFFSET 0) "
+        "AND NOT EXISTS (SELECT 1 FROM devices WHERE org_id = i.org "
+        "AND identifier = i.identifier OFFSET 0)), "
         "j_device AS (INSERT INTO devices (org_id, product_id, identifier, description, tags, "
-        "connected_at, first_seen_at, last_seen_at) SELECT org_id, jitp_product_id, $10, "
-        "jitp_description, jitp_tags, now(), now(), now() FROM j_profile "
+        "connected_at, first_seen_at, last_seen_at) SELECT org, jitp_product_id, identifier, "
+        "jitp_description, jitp_tags, now(), now(), now() FROM j_profile ORDER BY n "
         "ON CONFLICT (org_id, identifier) DO NOTHING "
         "RETURNING id, org_id, product_id, identifier), "
+        "j_input AS (SELECT d.id AS device_id, d.org_id, i.*, jp.product, jp.ca_serial "
+        "FROM j_device d JOIN j_profile jp ON jp.org = d.org_id AND jp.identifier = d.identifier "
+        "JOIN input i ON i.n = jp.n), "
         "j_audit AS (INSERT INTO audit_logs (org_id, actor_type, actor, action, resource_type, "
-        "resource, details) SELECT j_device.org_id, 'device', $10, 'device.provisioned', "
-        "'device', $10, jsonb_build_object('product', j_profile.product, 'ca_serial', "
-        "j_profile.serial, 'certificate_serial', $3::text, 'remote', $7::text) "
-        "FROM j_device, j_profile), "
+        "resource, details) SELECT org_id, 'device', identifier, 'device.provisioned', "
+        "'device', identifier, jsonb_build_object('product', product, 'ca_serial', ca_serial, "
+        "'certificate_serial', serial, 'remote', remote) FROM j_input ORDER BY n), "
         "j_certificate AS (INSERT INTO device_certificates (org_id, device_id, serial, aki, ski, "
         "not_before, not_after, fingerprint, public_key_fingerprint, der, last_used_at) "
-        "SELECT j_device.org_id, j_device.id, $3, NULLIF($12, ''), NULLIF($13, ''), "
-        "to_timestamp($14), to_timestamp($15), $1, $11, $16, now() FROM j_device "
-        "ON CONFLICT (fingerprint) DO NOTHING RETURNING device_id), "
+        "SELECT org_id, device_id, serial, NULLIF(aki, ''), NULLIF(ski, ''), to_timestamp(nb), "
+        "to_timestamp(na), fp, pkfp, decode(der, 'hex'), now() FROM j_input ORDER BY n "
+        "ON CONFLICT (fingerprint) DO NOTHING RETURNING device_id, fingerprint), "
         "j_connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
-        "certificate_fingerprint) SELECT device_id, $6, $7, $1 FROM j_certificate "
-        "RETURNING id), "
-        "j_ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = (SELECT $2::bigint "
-        "FROM j_connection) AND (last_used_at IS NULL OR "
-        "last_used_at < now() - interval '1 minute')) "
+        "certificate_fingerprint) SELECT jc.device_id, $2, i.remote, jc.fingerprint "
+        "FROM j_certificate jc JOIN input i ON i.fp = jc.fingerprint "
+        "RETURNING id, certificate_fingerprint), "
+        "ca AS (UPDATE ca_certificates SET last_used_at = now() WHERE id = ANY(ARRAY(SELECT i.ca "
+        "FROM input i WHERE i.fp IN (SELECT certificate_fingerprint FROM connection "
+        "UNION ALL SELECT certificate_fingerprint FROM j_connection))) "
+        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')) "
         "SELECT chk.policy, chk.has_crl, chk.expired, chk.listed, chk.cert_id, chk.revoked, "
         "chk.device_id, chk.org_id, chk.product_id, chk.identifier, chk.disabled, chk.deleted, "
-        "connection.id, CASE WHEN connection.id IS NOT NULL THEN pg_notify($8, ($9::jsonb || "
-        "jsonb_build_object('connection_id', connection.id, 'device_id', "
-        "connection.device_id))::text) END, "
-        "j_device.id, j_device.org_id, j_device.product_id, j_device.identifier, j_connection.id "
-        "FROM chk LEFT JOIN connection ON true LEFT JOIN j_device ON true "
-        "LEFT JOIN j_connection ON true";
+        "c.id, CASE WHEN c.id IS NOT NULL THEN pg_notify($3, ($4::jsonb || "
+        "jsonb_build_object('connection_id', c.id, 'device_id', c.device_id))::text) END, "
+        "d.id, d.org_id, d.product_id, d.identifier, jc.id, i.n "
+        "FROM input i JOIN chk ON chk.n = i.n "
+        "LEFT JOIN connection c ON c.certificate_fingerprint = i.fp "
+        "LEFT JOIN j_profile jp ON jp.n = i.n "
+        "LEFT JOIN j_device d ON d.org_id = jp.org AND d.identifier = jp.identifier "
+        "LEFT JOIN j_connection jc ON jc.certificate_fingerprint = i.fp ORDER BY i.n";
     return sql;
 }
 
@@ -513,29 +554,67 @@ ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint
     return check;
 }
 
-CheckOrProvision check_open_or_provision(Tx& tx, const Provisioning& p, bool issued_by_ca,
-                                         const std::string& event) {
+std::vector<CheckOrProvision> check_open_or_provision(Tx& tx,
+                                                      const std::vector<ConnectionAttempt>& batch,
+                                                      const std::string& node_id,
+                                                      const std::string& event) {
+    std::vector<CheckOrProvision> out(batch.size());
+    if (batch.empty()) return out;
     // Room for the connection and device ids the statement adds.
     if (event.size() > kMaxNotifyPayload - 64) {
         throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
     }
-    const auto& c = p.certificate;
-    const auto row = tx->exec_params1(
-        check_open_or_provision_sql(), c.fingerprint, p.ca_id, c.serial, issued_by_ca, p.org_id,
-        p.node_id, p.remote_address, std::string(kEventChannel), event, p.identifier,
-        c.public_key_fingerprint, c.aki, c.ski, epoch_seconds(c.not_before),
-        epoch_seconds(c.not_after), pqxx::binarystring(c.der.data(), c.der.size()));
-    CheckOrProvision out;
-    out.check = check_from(row);
-    if (!row[12].is_null()) out.check.connection_id = row[12].as<std::int64_t>();
-    if (!row[14].is_null()) {
-        Provisioned made;
-        made.device_id = row[14].as<std::int64_t>();
-        made.org_id = row[15].as<std::int64_t>();
-        made.product_id = row[16].as<std::int64_t>();
-        made.identifier = row[17].as<std::string>();
-        if (!row[18].is_null()) made.connection_id = row[18].as<std::int64_t>();
-        out.provisioned = std::move(made);
+    nlohmann::json input = nlohmann::json::array();
+    for (std::size_t n = 0; n < batch.size(); ++n) {
+        const auto& a = batch[n];
+        const auto& c = a.certificate;
+        if (c.fingerprint.empty())
+            throw ApiError(ErrorCode::kInternal, "attempt without fingerprint");
+        static constexpr char kHex[] = "0123456789abcdef";
+        std::string der;
+        der.reserve(c.der.size() * 2);
+        for (const auto byte : c.der) {
+            der.push_back(kHex[byte >> 4]);
+            der.push_back(kHex[byte & 0x0f]);
+        }
+        input.push_back({{"n", n},
+                         {"fp", c.fingerprint},
+                         {"ca", a.ca_id},
+                         {"org", a.org_id},
+                         {"serial", c.serial},
+                         {"issued", a.issued_by_ca},
+                         {"identifier", a.jitp ? a.identifier : std::string()},
+                         {"pkfp", c.public_key_fingerprint},
+                         {"aki", c.aki},
+                         {"ski", c.ski},
+                         {"nb", epoch_seconds(c.not_before)},
+                         {"na", epoch_seconds(c.not_after)},
+                         {"der", std::move(der)},
+                         {"remote", a.remote_address}});
+    }
+    // Names and addresses are the peer's text: not necessarily UTF-8.
+    const auto rows =
+        tx->exec_params(check_open_or_provision_sql(),
+                        input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                        node_id, std::string(kEventChannel), event);
+    if (rows.size() != batch.size()) {
+        throw ApiError(ErrorCode::kInternal, "connection batch: one row per attempt expected");
+    }
+    for (const auto& row : rows) {
+        const auto n = row[19].as<std::size_t>();
+        if (n >= out.size()) throw ApiError(ErrorCode::kInternal, "connection batch: bad row");
+        auto& o = out[n];
+        o.check = check_from(row);
+        if (!row[12].is_null()) o.check.connection_id = row[12].as<std::int64_t>();
+        if (!row[14].is_null()) {
+            Provisioned made;
+            made.device_id = row[14].as<std::int64_t>();
+            made.org_id = row[15].as<std::int64_t>();
+            made.product_id = row[16].as<std::int64_t>();
+            made.identifier = row[17].as<std::string>();
+            if (!row[18].is_null()) made.connection_id = row[18].as<std::int64_t>();
+            o.provisioned = std::move(made);
+        }
     }
     return out;
 }

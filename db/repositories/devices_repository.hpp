@@ -247,19 +247,6 @@ ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint
                                           std::int64_t ca_id, const std::string& serial,
                                           bool issued_by_ca, const ConnectionOpening& opening);
 
-/// A first connection to provision just in time (check_open_or_provision).
-struct Provisioning {
-    /// The CA the certificate chained to, and its organization.
-    std::int64_t ca_id = 0;
-    std::int64_t org_id = 0;
-    /// The certificate's common name: the new device's identifier.
-    std::string identifier{};
-    /// The certificate to store (its device_id is ignored).
-    NewDeviceCertificate certificate{};
-    std::string node_id{};
-    std::string remote_address{};
-};
-
 /// What check_open_or_provision created.
 struct Provisioned {
     std::int64_t device_id = 0;
@@ -279,21 +266,42 @@ struct CheckOrProvision {
     std::optional<Provisioned> provisioned{};
 };
 
-/// check_and_open_connection (with `p`'s fingerprint, CA, serial, organization, node and
-/// address, NOTIFYing `event` when it opens a known certificate's connection), and in the same
-/// statement, when no certificate with that fingerprint is stored and the CA's CRL admits it,
-/// JITP in the plain case: CA `p.ca_id` of `p.org_id` has a JITP profile, the identifier is not
-/// empty, and neither a certificate with its public key in the organization nor a device (even
-/// deleted) with that identifier is stored. Then it creates the device from the profile
+/// One connection to decide in check_open_or_provision.
+struct ConnectionAttempt {
+    /// The CA the certificate chained to, and its organization.
+    std::int64_t ca_id = 0;
+    std::int64_t org_id = 0;
+    /// Whether the CA issued the leaf itself (its CRL is consulted for the serial).
+    bool issued_by_ca = false;
+    /// Whether to provision (JITP) when the certificate is not stored: the CA has a profile as
+    /// far as the caller knows (the statement checks it too).
+    bool jitp = false;
+    /// The certificate's common name: the new device's identifier.
+    std::string identifier{};
+    /// The certificate (its device_id is ignored); its fingerprint is never empty.
+    NewDeviceCertificate certificate{};
+    std::string remote_address{};
+};
+
+/// check_and_open_connection for each attempt of `batch` on node `node_id` (NOTIFYing `event`,
+/// with `connection_id` and `device_id` added, when it opens a known certificate's connection),
+/// and in the same statement, for each attempt with `jitp` whose certificate is not stored and
+/// whose CA's CRL admits it, JITP in the plain case: the CA has a JITP profile, the identifier is
+/// not empty, and neither a certificate with its public key in the organization nor a device
+/// (even deleted) with that identifier is stored. Then it creates the device from the profile
 /// (connected and seen now), records `device.provisioned` in the audit log, stores the
 /// certificate and opens the connection with its writes, without the device_connected NOTIFY (a
 /// device created just now has no older session to close). `provisioned` without a
 /// `connection_id`: a concurrent connection stored the same certificate first (the device and
 /// its audit entry stay). Neither the check's connection nor `provisioned`: the caller decides
-/// (refusal, or a transaction). A device's first connection costs one round trip (two before
-/// 2026-12-05), its later ones what check_and_open_connection costs.
-CheckOrProvision check_open_or_provision(Tx& tx, const Provisioning& p, bool issued_by_ca,
-                                         const std::string& event);
+/// (refusal, or a transaction). One result per attempt, in order. No two attempts of a batch may
+/// share a fingerprint, or an organization with an identifier or a public key fingerprint: the
+/// statement matches what it wrote to attempts by them. One round trip for any number of
+/// connections, new (two before 2026-12-05) or known.
+std::vector<CheckOrProvision> check_open_or_provision(Tx& tx,
+                                                      const std::vector<ConnectionAttempt>& batch,
+                                                      const std::string& node_id,
+                                                      const std::string& event);
 
 /// Opens a session row for the device on `node_id`; updates connected_at, first/last seen, and
 /// the last use (at most once a minute) of CA `ca_id` and of certificate `certificate_id` when

@@ -161,16 +161,17 @@ std::optional<AuthResult> known_refusal(const db::devices::ConnectionCheck& chec
     return std::nullopt;
 }
 
-/// The JITP row for `request` (check_open_or_provision).
-db::devices::Provisioning provisioning_of(const AuthRequest& request) {
-    db::devices::Provisioning p;
-    p.ca_id = request.ca.id;
-    p.org_id = request.ca.org_id;
-    p.identifier = request.leaf.common_name;
-    p.certificate = certificate_row(request.leaf, request.ca.org_id, 0);
-    p.node_id = request.node_id;
-    p.remote_address = request.remote;
-    return p;
+/// The connection attempt for `request` (check_open_or_provision).
+db::devices::ConnectionAttempt attempt_of(const AuthRequest& request) {
+    db::devices::ConnectionAttempt a;
+    a.ca_id = request.ca.id;
+    a.org_id = request.ca.org_id;
+    a.issued_by_ca = request.ca.depth == 1;
+    a.jitp = request.ca.jitp && !request.leaf.common_name.empty();
+    a.identifier = request.leaf.common_name;
+    a.certificate = certificate_row(request.leaf, request.ca.org_id, 0);
+    a.remote_address = request.remote;
+    return a;
 }
 
 /// A first connection the one-statement JITP created the device for (`made`): admitted, or,
@@ -192,37 +193,18 @@ AuthResult admit_provisioned(db::Database& db, const AuthRequest& request,
 
 /// A certificate seen before (the common case: every reconnect) is decided and admitted by one
 /// statement (the checks, then the connection row and NOTIFY when they pass), without a
-/// transaction block: 1 round trip (2 before 2026-11-25). When the CA has a JITP profile the
-/// same statement also provisions a never-seen device in the plain case
-/// (devices::check_open_or_provision): 1 round trip for a new device (2 before 2026-12-05).
-/// Nullopt when the certificate is not stored, the CA's CRL does not refuse it and nothing was
-/// provisioned: authenticate_in decides (first connections of registered devices, rotation,
-/// JITP that is not plain).
-std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest& request) {
+/// transaction block, shared with the connections that arrive with it (ConnectionBatcher): 1
+/// round trip (2 before 2026-11-25). When the CA has a JITP profile the same statement also
+/// provisions a never-seen device in the plain case (devices::check_open_or_provision): 1 round
+/// trip for a new device (2 before 2026-12-05). Nullopt when the certificate is not stored, the
+/// CA's CRL does not refuse it and nothing was provisioned: authenticate_in decides (first
+/// connections of registered devices, rotation, JITP that is not plain).
+std::optional<AuthResult> authenticate_known(db::Database& db, db::ConnectionBatcher& batcher,
+                                             const AuthRequest& request) {
     const auto& leaf = request.leaf;
-    // connected_event without the device id, which the statement adds with the connection's.
-    const auto event = events::payload(events::kDeviceConnected, {{"node_id", request.node_id}});
-    const bool issued_by_ca = request.ca.depth == 1;
-    db::devices::ConnectionCheck check;
-    std::optional<db::devices::Provisioned> made;
-    if (request.ca.jitp && !leaf.common_name.empty()) {
-        const auto p = provisioning_of(request);
-        db.autocommit([&](db::Tx& tx) {
-            auto both = db::devices::check_open_or_provision(tx, p, issued_by_ca, event);
-            check = std::move(both.check);
-            made = std::move(both.provisioned);
-        });
-    } else {
-        db::devices::ConnectionOpening opening;
-        opening.org_id = request.ca.org_id;
-        opening.node_id = request.node_id;
-        opening.remote_address = request.remote;
-        opening.event = event;
-        db.autocommit([&](db::Tx& tx) {
-            check = db::devices::check_and_open_connection(tx, leaf.fingerprint, request.ca.id,
-                                                           leaf.serial, issued_by_ca, opening);
-        });
-    }
+    auto decided = batcher.decide(attempt_of(request));
+    const auto& check = decided.check;
+    const auto& made = decided.provisioned;
     if (made) return admit_provisioned(db, request, *made);
     auto refusal = known_refusal(check, request.ca.org_id);
     if (check.connection_id && (refusal || !check.certificate)) {
@@ -246,7 +228,8 @@ std::optional<AuthResult> authenticate_known(db::Database& db, const AuthRequest
 
 }  // namespace
 
-AuthResult authenticate_device(db::Database& db, const AuthRequest& request) {
+AuthResult authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
+                               const AuthRequest& request) {
     auto counted = [&request](AuthResult result) {
         if (!result.ok && result.status != 503) {
             refusal_counter().add(request.ca.id, request.ca.org_id, refusal_code(result.reason),
@@ -255,7 +238,9 @@ AuthResult authenticate_device(db::Database& db, const AuthRequest& request) {
         return result;
     };
     try {
-        if (auto known = authenticate_known(db, request)) return counted(std::move(*known));
+        if (auto known = authenticate_known(db, batcher, request)) {
+            return counted(std::move(*known));
+        }
         return counted(db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); }));
     } catch (const ApiError& e) {
         if (e.code() == ErrorCode::kConflict) {

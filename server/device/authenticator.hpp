@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 
+#include "db/connection_batcher.hpp"
 #include "db/database.hpp"
 #include "server/domain/pki/certificate.hpp"
 #include "server/domain/pki/trust_store.hpp"
@@ -49,6 +50,7 @@ struct AuthResult {
 /// fingerprint; else a known public key of a device with the same CN (rotation: new
 /// certificate row); else a registered device without certificates, or JITP when the CA has a
 /// profile. Blocking: call on the worker pool. Never throws; database failures give 503.
-AuthResult authenticate_device(db::Database& db, const AuthRequest& request);
+AuthResult authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
+                               const AuthRequest& request);
 
 }  // namespace otahub::device

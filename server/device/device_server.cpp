@@ -16,6 +16,7 @@
 #include "server/device/authenticator.hpp"
 #include "server/device/presence.hpp"
 #include "server/device/ws_session.hpp"
+#include "server/events/event_bus.hpp"
 #include "server/http/message.hpp"
 #include "server/net/http_server.hpp"
 #include "server/net/tls.hpp"
@@ -142,6 +143,7 @@ struct DeviceServer::State {
     DeviceServerOptions options;
     tcp::acceptor acceptor;
     Admission admission;
+    db::ConnectionBatcher batcher;
     std::atomic<std::size_t> open{0};
     std::atomic<bool> stopped{false};
 
@@ -157,7 +159,11 @@ struct DeviceServer::State {
           hooks(device_hooks),
           options(std::move(opts)),
           acceptor(io_context),
-          admission(options.handshake_rate_limit) {}
+          admission(options.handshake_rate_limit),
+          // connected_event without the device id, which the statement adds with the
+          // connection's.
+          batcher(database, options.node_id,
+                  events::payload(events::kDeviceConnected, {{"node_id", options.node_id}})) {}
 };
 
 namespace {
@@ -372,7 +378,9 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     AuthResult result;
     try {
         // A named callable: see the GCC 12 note on net::run_blocking.
-        auto lookup = [&db = state->db, auth] { return authenticate_device(db, auth); };
+        auto lookup = [&db = state->db, &batcher = state->batcher, auth] {
+            return authenticate_device(db, batcher, auth);
+        };
         result = co_await net::run_blocking(state->workers, std::move(lookup));
     } catch (const std::exception&) {
         result.status = 503;

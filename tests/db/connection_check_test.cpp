@@ -11,8 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <pqxx/pqxx>
+#include <set>
 #include <thread>
+#include <tuple>
 
+#include "db/connection_batcher.hpp"
 #include "db/migrator.hpp"
 #include "db/notifications.hpp"
 #include "db/repositories/accounts_repository.hpp"
@@ -62,6 +65,21 @@ class EventWatch {
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
         return nullptr;
+    }
+
+    /// How many notifications came before the first of kind `kind` (waits up to 5 s for it);
+    /// SIZE_MAX when it never came.
+    std::size_t events_until(const std::string& kind) {
+        for (int i = 0; i < 100; ++i) {
+            {
+                const std::lock_guard lock{mutex_};
+                for (std::size_t n = 0; n < payloads_.size(); ++n) {
+                    if (nlohmann::json::parse(payloads_[n]).value("kind", "") == kind) return n;
+                }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        return SIZE_MAX;
     }
 
   private:
@@ -557,11 +575,13 @@ class Provisioning : public ConnectionCheck {
         });
     }
 
-    devices::Provisioning request(const std::string& identifier, const std::string& fingerprint,
-                                  std::int64_t ca = 0) const {
-        devices::Provisioning p;
+    devices::ConnectionAttempt request(const std::string& identifier,
+                                       const std::string& fingerprint, std::int64_t ca = 0) const {
+        devices::ConnectionAttempt p;
         p.ca_id = ca == 0 ? jitp_ca_ : ca;
         p.org_id = org_;
+        p.issued_by_ca = true;
+        p.jitp = true;
         p.identifier = identifier;
         auto& c = p.certificate;
         c.org_id = org_;
@@ -573,21 +593,27 @@ class Provisioning : public ConnectionCheck {
         c.fingerprint = fingerprint;
         c.public_key_fingerprint = "KEY:" + fingerprint;
         c.der = {0x30, 0x01, 0x05};
-        p.node_id = "node-b";
         p.remote_address = "127.0.0.9:4000";
         return p;
     }
 
-    devices::CheckOrProvision check_or_provision(const devices::Provisioning& p) {
-        devices::CheckOrProvision out;
+    std::vector<devices::CheckOrProvision> batch(
+        const std::vector<devices::ConnectionAttempt>& attempts) {
+        std::vector<devices::CheckOrProvision> out;
         db_.autocommit([&](Tx& tx) {
             out = devices::check_open_or_provision(
-                tx, p, true, R"({"kind":"device_connected","node_id":"node-b"})");
+                tx, attempts, "node-b", R"({"kind":"device_connected","node_id":"node-b"})");
         });
         return out;
     }
 
-    std::optional<devices::Provisioned> provision(const devices::Provisioning& p) {
+    devices::CheckOrProvision check_or_provision(const devices::ConnectionAttempt& p) {
+        auto out = batch({p});
+        EXPECT_EQ(out.size(), 1u);
+        return out.at(0);
+    }
+
+    std::optional<devices::Provisioned> provision(const devices::ConnectionAttempt& p) {
         return check_or_provision(p).provisioned;
     }
 
@@ -749,6 +775,196 @@ TEST_F(Provisioning, ProvisionsExactlyWhenTheCrlRuleAdmits) {
     // As CheckAndOpenAgreesWithCrlRefusalOnEveryCrlState: 5 admitted, 7 refused.
     EXPECT_EQ(provisioned, 5);
     EXPECT_EQ(refused, 7);
+}
+
+TEST_F(Provisioning, OneStatementDecidesEveryAttemptOfABatchInOrder) {
+    // dev-1 (DEVFP, CA ca_) is known; dev-2 has a revoked certificate; dev-3 exists without
+    // certificates (not plain: the transaction's case).
+    std::int64_t revoked_device = 0;
+    db_.run([&](Tx& tx) {
+        revoked_device = devices::create_if_missing(tx, org_, product_, "dev-2", "", {}).id;
+        tx->exec_params0(
+            "INSERT INTO device_certificates (org_id, device_id, serial, not_before, not_after, "
+            "fingerprint, public_key_fingerprint, der, revoked_at) VALUES ($1, $2, '88', now(), "
+            "now() + interval '1 day', 'REVFP', 'KEY:REVFP', '\\x3000', now())",
+            org_, revoked_device);
+        devices::create_if_missing(tx, org_, product_, "dev-3", "", {});
+    });
+    auto known = request("dev-1", "DEVFP", ca_);
+    known.certificate.serial = "77";
+    auto revoked = request("dev-2", "REVFP", ca_);
+    const auto fresh = request("dev-new-1", "BATCHFP1");
+    const auto registered = request("dev-3", "BATCHFP3");
+    auto no_jitp = request("dev-new-2", "BATCHFP2");
+    no_jitp.jitp = false;
+    const auto fresh2 = request("dev-new-4", "BATCHFP4");
+    EventWatch watch{test_db_.url()};
+    ASSERT_TRUE(watch.listening());
+
+    const auto out = batch({known, revoked, fresh, registered, no_jitp, fresh2});
+    ASSERT_EQ(out.size(), 6u);
+    // Known: opened, with its NOTIFY.
+    ASSERT_TRUE(out[0].check.certificate.has_value());
+    EXPECT_EQ(out[0].check.certificate->device->id, device_);
+    ASSERT_TRUE(out[0].check.connection_id.has_value());
+    EXPECT_FALSE(out[0].provisioned.has_value());
+    // Revoked: found, not opened.
+    ASSERT_TRUE(out[1].check.certificate.has_value());
+    EXPECT_TRUE(out[1].check.certificate->revoked);
+    EXPECT_FALSE(out[1].check.connection_id.has_value());
+    EXPECT_FALSE(out[1].provisioned.has_value());
+    // New devices: provisioned, each with its own connection.
+    for (const std::size_t n : {std::size_t{2}, std::size_t{5}}) {
+        ASSERT_TRUE(out[n].provisioned.has_value()) << n;
+        EXPECT_FALSE(out[n].check.certificate.has_value()) << n;
+        ASSERT_TRUE(out[n].provisioned->connection_id.has_value()) << n;
+        EXPECT_EQ(out[n].provisioned->product_id, product_) << n;
+    }
+    EXPECT_EQ(out[2].provisioned->identifier, "dev-new-1");
+    EXPECT_EQ(out[5].provisioned->identifier, "dev-new-4");
+    EXPECT_NE(out[2].provisioned->device_id, out[5].provisioned->device_id);
+    EXPECT_NE(*out[2].provisioned->connection_id, *out[5].provisioned->connection_id);
+    // A registered device without certificates, and an attempt not to provision: left to the
+    // caller.
+    for (const std::size_t n : {std::size_t{3}, std::size_t{4}}) {
+        EXPECT_FALSE(out[n].provisioned.has_value()) << n;
+        EXPECT_FALSE(out[n].check.certificate.has_value()) << n;
+        EXPECT_FALSE(out[n].check.connection_id.has_value()) << n;
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-new-2'"), 0);
+    // Each connection row belongs to its attempt's device and certificate.
+    db_.autocommit([&](Tx& tx) {
+        for (const auto& [id, device, fingerprint] :
+             {std::tuple{*out[0].check.connection_id, device_, std::string("DEVFP")},
+              std::tuple{*out[2].provisioned->connection_id, out[2].provisioned->device_id,
+                         std::string("BATCHFP1")},
+              std::tuple{*out[5].provisioned->connection_id, out[5].provisioned->device_id,
+                         std::string("BATCHFP4")}}) {
+            const auto row = tx->exec_params1(
+                "SELECT device_id, certificate_fingerprint, node_id FROM device_connections "
+                "WHERE id = $1",
+                id);
+            EXPECT_EQ(row[0].as<std::int64_t>(), device) << fingerprint;
+            EXPECT_EQ(row[1].as<std::string>(), fingerprint);
+            EXPECT_EQ(row[2].as<std::string>(), "node-b");
+        }
+    });
+    EXPECT_EQ(count("SELECT count(*) FROM device_connections"), 3);
+    EXPECT_EQ(count("SELECT count(*) FROM audit_logs WHERE action = 'device.provisioned'"), 2);
+    // Only the known certificate's connection NOTIFYs.
+    const nlohmann::json event = watch.first_event();
+    ASSERT_TRUE(event.is_object()) << "no notification arrived";
+    EXPECT_EQ(event.value("device_id", std::int64_t{0}), device_);
+    db_.autocommit([&](Tx& tx) {
+        tx->exec_params1("SELECT pg_notify($1, '{\"kind\":\"after\"}')",
+                         std::string(kEventChannel));
+    });
+    EXPECT_EQ(watch.events_until("after"), 1u);
+}
+
+TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) {
+    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})"};
+    // A connection that has inserted dev-block and not committed: the first batch (dev-block)
+    // waits for it, and the attempts arriving meanwhile queue for the next batch.
+    pqxx::connection other{test_db_.url()};
+    pqxx::work blocker{other};
+    blocker.exec_params0(
+        "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-block')", org_,
+        product_);
+    std::vector<std::optional<devices::CheckOrProvision>> got(9);
+    std::vector<devices::ConnectionAttempt> attempts;
+    attempts.push_back(request("dev-block", "BLOCKFP"));
+    for (int i = 1; i <= 6; ++i) {
+        attempts.push_back(request("dev-q" + std::to_string(i), "QFP" + std::to_string(i)));
+    }
+    // Two attempts with the same fingerprints as others: never in the same batch as those.
+    attempts.push_back(request("dev-q1", "QFP1"));
+    attempts.push_back(request("dev-q2", "QFP2"));
+    std::vector<std::thread> threads;
+    threads.emplace_back([&] { got[0] = batcher.decide(attempts[0]); });
+    for (int i = 0; i < 100 && batcher.statements() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(batcher.statements(), 1u);
+    for (std::size_t i = 1; i < attempts.size(); ++i) {
+        threads.emplace_back([&, i] { got[i] = batcher.decide(attempts[i]); });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(batcher.statements(), 1u) << "the others wait for the batch in flight";
+    blocker.commit();
+    for (auto& t : threads) t.join();
+
+    // dev-block lost to the committed insert; six new devices went in one statement, and the
+    // two attempts repeating a fingerprint (whichever of a pair queued second) in a third, where
+    // they found their certificates stored and were opened.
+    EXPECT_EQ(batcher.statements(), 3u);
+    EXPECT_EQ(batcher.attempts(), 9u);
+    ASSERT_TRUE(got[0].has_value());
+    EXPECT_FALSE(got[0]->provisioned.has_value());
+    std::set<std::int64_t> devices_made;
+    int provisioned = 0;
+    for (std::size_t i = 1; i <= 8; ++i) {
+        ASSERT_TRUE(got[i].has_value()) << i;
+        if (!got[i]->provisioned) continue;
+        ++provisioned;
+        EXPECT_EQ(got[i]->provisioned->identifier, attempts[i].identifier);
+        EXPECT_TRUE(got[i]->provisioned->connection_id.has_value()) << i;
+        devices_made.insert(got[i]->provisioned->device_id);
+    }
+    EXPECT_EQ(provisioned, 6);
+    EXPECT_EQ(devices_made.size(), 6u);
+    for (const auto& [first, second] : {std::pair{1, 7}, std::pair{2, 8}}) {
+        const auto& a = *got[first];
+        const auto& b = *got[second];
+        ASSERT_NE(a.provisioned.has_value(), b.provisioned.has_value()) << first;
+        const auto& made = a.provisioned ? a : b;
+        const auto& known = a.provisioned ? b : a;
+        ASSERT_TRUE(known.check.certificate.has_value()) << first;
+        EXPECT_EQ(known.check.certificate->device->id, made.provisioned->device_id);
+        EXPECT_TRUE(known.check.connection_id.has_value()) << first;
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier LIKE 'dev-q%'"), 6);
+}
+
+TEST_F(Provisioning, TheBatcherFailsOnlyTheAttemptAtFault) {
+    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})"};
+    pqxx::connection other{test_db_.url()};
+    pqxx::work blocker{other};
+    blocker.exec_params0(
+        "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-block')", org_,
+        product_);
+    auto broken = request("dev-broken", "BROKENFP");
+    broken.certificate.fingerprint.clear();  // the statement cannot take it
+    const std::vector<devices::ConnectionAttempt> attempts = {request("dev-block", "BLOCKFP"),
+                                                              request("dev-ok-1", "OKFP1"), broken,
+                                                              request("dev-ok-2", "OKFP2")};
+    std::vector<std::optional<devices::CheckOrProvision>> got(attempts.size());
+    std::vector<std::string> errors(attempts.size());
+    std::vector<std::thread> threads;
+    auto run = [&](std::size_t i) {
+        try {
+            got[i] = batcher.decide(attempts[i]);
+        } catch (const std::exception& e) {
+            errors[i] = e.what();
+        }
+    };
+    threads.emplace_back(run, 0);
+    for (int i = 0; i < 100 && batcher.statements() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    for (std::size_t i = 1; i < attempts.size(); ++i) threads.emplace_back(run, i);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    blocker.commit();
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(batcher.statements(), 2u);
+    EXPECT_TRUE(errors[0].empty() && errors[1].empty() && errors[3].empty());
+    EXPECT_NE(errors[2], "");
+    for (const std::size_t i : {std::size_t{1}, std::size_t{3}}) {
+        ASSERT_TRUE(got[i].has_value() && got[i]->provisioned.has_value()) << i;
+        EXPECT_TRUE(got[i]->provisioned->connection_id.has_value()) << i;
+    }
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier LIKE 'dev-ok-%'"), 2);
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-broken'"), 0);
 }
 
 TEST_F(Provisioning, LosesToAConcurrentFirstConnectionOfTheSameDevice) {
