@@ -367,40 +367,9 @@ const std::string& open_connection_sql() {
     return sql;
 }
 
-// The known-certificate check, and the connection row with its writes and NOTIFY when it admits
-// the device (see check_and_open_connection). $1 fingerprint, $2 CA, $3 serial,
-// $4 issued by the CA, $5 org, $6 node, $7 remote address, $8 channel, $9 event.
-const std::string& check_and_open_sql() {
-    static const std::string sql =
-        "WITH chk AS (SELECT crl.policy, crl.has_crl, crl.expired, crl.listed, "
-        "k.id AS cert_id, k.revoked, d.id AS device_id, d.org_id, d.product_id, d.identifier, "
-        "d.disabled, d.deleted_at IS NOT NULL AS deleted "
-        "FROM (SELECT 1) one LEFT JOIN LATERAL (" +
-        managed_ca::crl_state_subquery("$2", "$3", "$4::boolean") +
-        ") AS crl(policy, has_crl, expired, listed) ON true "
-        "LEFT JOIN LATERAL (SELECT c.id, c.revoked_at IS NOT NULL AS revoked, c.device_id "
-        "FROM device_certificates c WHERE c.fingerprint = $1) k ON true "
-        "LEFT JOIN devices d ON d.id = k.device_id), "
-        "connection AS (INSERT INTO device_connections (device_id, node_id, remote_address, "
-        "certificate_fingerprint) SELECT device_id, $6, $7, NULLIF($1, '') FROM chk WHERE " +
-        managed_ca::crl_admits_sql("policy", "has_crl", "expired", "listed") +
-        " AND cert_id IS NOT NULL AND NOT revoked AND device_id IS NOT NULL AND org_id = $5 "
-        "AND NOT deleted AND NOT disabled RETURNING id, device_id), " +
-        connection_writes("(SELECT device_id FROM connection)",
-                          "(SELECT $2::bigint FROM connection)",
-                          "(SELECT chk.cert_id FROM chk, connection)") +
-        " SELECT chk.policy, chk.has_crl, chk.expired, chk.listed, chk.cert_id, chk.revoked, "
-        "chk.device_id, chk.org_id, chk.product_id, chk.identifier, chk.disabled, chk.deleted, "
-        "connection.id, CASE WHEN connection.id IS NOT NULL THEN pg_notify($8, ($9::jsonb || "
-        "jsonb_build_object('connection_id', connection.id, 'device_id', "
-        "connection.device_id))::text) "
-        "END "
-        "FROM chk LEFT JOIN connection ON true";
-    return sql;
-}
-
-// check_and_open_sql for every attempt of a batch, and, for an attempt whose certificate is not
-// stored and whose CA's CRL admits it, JITP, all in one statement (check_open_or_provision). $1
+// The known-certificate check for every attempt of a batch, with the connection row, its writes
+// and NOTIFY when it admits the device, and, for an attempt whose certificate is not stored and
+// whose CA's CRL admits it, JITP, all in one statement (check_open_or_provision). $1
 // the attempts (jsonb: n, fp, ca, org, serial, issued, identifier, pkfp, aki, ski, nb, na, der as
 // hex, remote), $2 node, $3 channel, $4 event. Attempts are matched to the rows they wrote by
 // fingerprint and by (organization, identifier): the caller never puts two attempts with the same
@@ -537,21 +506,6 @@ std::int64_t open_connection_and_notify(Tx& tx, std::int64_t device_id, const st
                        device_id, node_id, remote_address, fingerprint, ca_id,
                        nullable(id_text(certificate_id)), std::string(kEventChannel), event)[0]
         .as<std::int64_t>();
-}
-
-ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,
-                                          std::int64_t ca_id, const std::string& serial,
-                                          bool issued_by_ca, const ConnectionOpening& opening) {
-    // Room for the connection and device ids the statement adds.
-    if (opening.event.size() > kMaxNotifyPayload - 64) {
-        throw ApiError(ErrorCode::kInternal, "event payload too large for NOTIFY");
-    }
-    const auto row = tx->exec_params1(
-        check_and_open_sql(), fingerprint, ca_id, serial, issued_by_ca, opening.org_id,
-        opening.node_id, opening.remote_address, std::string(kEventChannel), opening.event);
-    auto check = check_from(row);
-    if (!row[12].is_null()) check.connection_id = row[12].as<std::int64_t>();
-    return check;
 }
 
 std::vector<CheckOrProvision> check_open_or_provision(Tx& tx,

@@ -222,30 +222,9 @@ struct ConnectionCheck {
     managed_ca::CrlState crl{};
     /// The stored certificate with this fingerprint, if any.
     std::optional<KnownCertificate> certificate{};
-    /// The connection opened by check_and_open_connection, when the check admitted it.
+    /// The connection opened by check_open_or_provision, when the check admitted it.
     std::optional<std::int64_t> connection_id{};
 };
-
-/// Where a connection admitted by check_and_open_connection comes from.
-struct ConnectionOpening {
-    /// The organization of the CA the certificate chained to: the device must belong to it.
-    std::int64_t org_id = 0;
-    std::string node_id{};
-    std::string remote_address{};
-    /// The event NOTIFYed (a JSON object), with `connection_id` and `device_id` added.
-    std::string event{};
-};
-
-/// Reads the CRL state of CA `ca_id` for `serial` (the serial is looked up only when
-/// `issued_by_ca`) and the certificate stored with `fingerprint`, with its device; and, in the
-/// same statement, when what it reads admits the connection (no
-/// CRL refusal, managed_ca::crl_admits_sql; a stored certificate, not revoked, of a device of
-/// `opening.org_id` neither deleted nor disabled), what open_connection_and_notify does with
-/// the stored certificate: one round trip for a device seen before. `connection_id` is set
-/// exactly when the connection was opened.
-ConnectionCheck check_and_open_connection(Tx& tx, const std::string& fingerprint,
-                                          std::int64_t ca_id, const std::string& serial,
-                                          bool issued_by_ca, const ConnectionOpening& opening);
 
 /// What check_open_or_provision created.
 struct Provisioned {
@@ -260,7 +239,8 @@ struct Provisioned {
 
 /// What check_open_or_provision found or did.
 struct CheckOrProvision {
-    /// As check_and_open_connection's (`certificate` is unset when the device was provisioned).
+    /// What the statement read for the attempt, and the connection it opened for a known
+    /// certificate (`certificate` is unset when the device was provisioned).
     ConnectionCheck check{};
     /// Set when the statement created the device (the plain JITP case).
     std::optional<Provisioned> provisioned{};
@@ -283,9 +263,14 @@ struct ConnectionAttempt {
     std::string remote_address{};
 };
 
-/// check_and_open_connection for each attempt of `batch` on node `node_id` (NOTIFYing `event`,
-/// with `connection_id` and `device_id` added, when it opens a known certificate's connection),
-/// and in the same statement, for each attempt with `jitp` whose certificate is not stored and
+/// For each attempt of `batch`: reads the CRL state of its CA for its serial (the serial is
+/// looked up only when `issued_by_ca`) and the certificate stored with its fingerprint, with its
+/// device; when what it reads admits the connection (no CRL refusal, managed_ca::crl_admits_sql;
+/// a stored certificate, not revoked, of a device of the attempt's organization neither deleted
+/// nor disabled), does what open_connection_and_notify does with the stored certificate on node
+/// `node_id`, NOTIFYing `event` with `connection_id` and `device_id` added (`connection_id` is set
+/// exactly when the connection was opened). In the same statement, for each attempt with `jitp`
+/// whose certificate is not stored and
 /// whose CA's CRL admits it, JITP in the plain case: the CA has a JITP profile, the identifier is
 /// not empty, and neither a certificate with its public key in the organization nor a device
 /// (even deleted) with that identifier is stored. Then it creates the device from the profile

@@ -1,8 +1,8 @@
-// The device endpoint's statements, against a real PostgreSQL: check_and_open_connection (the
-// CRL state, the certificate and its device, and the connection row with its NOTIFY when they
-// admit it, in one statement), open_connection_and_notify, record_join (the join's UPDATE and the
-// facts its observers start from, in one statement) and check_open_or_provision (the same check,
-// and plain JITP, in one statement).
+// The device endpoint's statements, against a real PostgreSQL: check_open_or_provision (for
+// every connection of a batch, the CRL state, the certificate and its device, and the connection
+// row with its NOTIFY when they admit it, and plain JITP, in one statement),
+// open_connection_and_notify, and record_join (the join's UPDATE and the facts its observers start
+// from, in one statement); and ConnectionBatcher.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -129,36 +129,39 @@ class ConnectionCheck : public ::testing::Test {
         return devices::insert_certificate(tx, cert)->id;
     }
 
-    /// check_and_open_connection as a pure read: for an organization that does not exist, so it
-    /// never opens a connection.
+    /// check_open_or_provision for one attempt without JITP, from node-a.
+    devices::ConnectionCheck decide(const std::string& fingerprint, const std::string& serial,
+                                    std::int64_t ca, std::int64_t org, const std::string& event) {
+        devices::ConnectionAttempt attempt;
+        attempt.ca_id = ca;
+        attempt.org_id = org;
+        attempt.issued_by_ca = true;
+        attempt.certificate.fingerprint = fingerprint;
+        attempt.certificate.serial = serial;
+        attempt.remote_address = "127.0.0.1:5000";
+        std::vector<devices::CheckOrProvision> out;
+        db_.autocommit([&](Tx& tx) {
+            out = devices::check_open_or_provision(tx, {attempt}, "node-a", event);
+        });
+        EXPECT_EQ(out.size(), 1u);
+        EXPECT_FALSE(out.at(0).provisioned.has_value());
+        return out.at(0).check;
+    }
+
+    /// The check as a pure read: for an organization that does not exist, so it never opens a
+    /// connection.
     devices::ConnectionCheck check(const std::string& fingerprint, const std::string& serial = "77",
                                    std::int64_t ca = 0) {
-        devices::ConnectionOpening opening;
-        opening.org_id = -1;
-        opening.node_id = "node-a";
-        opening.event = "{}";
-        devices::ConnectionCheck out;
-        db_.autocommit([&](Tx& tx) {
-            out = devices::check_and_open_connection(tx, fingerprint, ca == 0 ? ca_ : ca, serial,
-                                                     true, opening);
-        });
+        auto out = decide(fingerprint, serial, ca == 0 ? ca_ : ca, -1, "{}");
         EXPECT_FALSE(out.connection_id.has_value());
         return out;
     }
 
-    /// check_and_open_connection for org `org` (default: the CA's), from node-a.
+    /// The check for org `org` (default: the CA's), opening the connection when it admits it.
     devices::ConnectionCheck open(const std::string& fingerprint, const std::string& serial = "77",
                                   std::int64_t org = 0) {
-        devices::ConnectionOpening opening;
-        opening.org_id = org == 0 ? org_ : org;
-        opening.node_id = "node-a";
-        opening.remote_address = "127.0.0.1:5000";
-        opening.event = R"({"kind":"device_connected","node_id":"node-a"})";
-        devices::ConnectionCheck out;
-        db_.autocommit([&](Tx& tx) {
-            out = devices::check_and_open_connection(tx, fingerprint, ca_, serial, true, opening);
-        });
-        return out;
+        return decide(fingerprint, serial, ca_, org == 0 ? org_ : org,
+                      R"({"kind":"device_connected","node_id":"node-a"})");
     }
 
     /// Undoes what opening a connection writes besides the row (dev-1's connection and seen
