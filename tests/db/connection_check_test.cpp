@@ -129,6 +129,23 @@ class ConnectionCheck : public ::testing::Test {
         return devices::insert_certificate(tx, cert)->id;
     }
 
+    /// CA `ca`'s missing-CRL policy, and its CRL: "none", "current" or "expired", listing serial
+    /// 77 (the CRL states the admission rule reads, with serials 77 and 78).
+    void set_crl_state(std::int64_t ca, const std::string& policy, const std::string& crl_state) {
+        db_.run([&](Tx& tx) {
+            managed_ca::set_missing_crl_policy(tx, ca, policy);
+            tx->exec_params0("DELETE FROM ca_crls WHERE ca_certificate_id = $1", ca);
+            if (crl_state == "none") return;
+            NewCrl crl;
+            crl.der = {0x30, 0x00};
+            const bool expired = crl_state == "expired";
+            crl.this_update = Clock::now() - std::chrono::hours(expired ? 3 : 1);
+            crl.next_update = Clock::now() + std::chrono::hours(expired ? -1 : 1);
+            crl.revoked = {{"77", Clock::now() - std::chrono::hours(2)}};
+            managed_ca::store_crl(tx, ca, crl);
+        });
+    }
+
     /// check_open_or_provision for one attempt without JITP, from node-a.
     devices::ConnectionCheck decide(const std::string& fingerprint, const std::string& serial,
                                     std::int64_t ca, std::int64_t org, const std::string& event) {
@@ -468,18 +485,7 @@ TEST_F(ConnectionCheck, CheckAndOpenAgreesWithCrlRefusalOnEveryCrlState) {
     for (const std::string policy : {"accept", "refuse"}) {
         for (const std::string crl_state : {"none", "current", "expired"}) {
             for (const std::string serial : {"77", "78"}) {
-                db_.run([&](Tx& tx) {
-                    managed_ca::set_missing_crl_policy(tx, ca_, policy);
-                    tx->exec_params0("DELETE FROM ca_crls WHERE ca_certificate_id = $1", ca_);
-                    if (crl_state == "none") return;
-                    NewCrl crl;
-                    crl.der = {0x30, 0x00};
-                    const bool expired = crl_state == "expired";
-                    crl.this_update = Clock::now() - std::chrono::hours(expired ? 3 : 1);
-                    crl.next_update = Clock::now() + std::chrono::hours(expired ? -1 : 1);
-                    crl.revoked = {{"77", Clock::now() - std::chrono::hours(2)}};
-                    managed_ca::store_crl(tx, ca_, crl);
-                });
+                set_crl_state(ca_, policy, crl_state);
                 const auto what = policy + "/" + crl_state + "/serial " + serial;
                 const auto before = connections();
                 const auto read = check("DEVFP", serial);
@@ -626,7 +632,19 @@ class Provisioning : public ConnectionCheck {
         return n;
     }
 
+    /// Another connection inserts dev-block and does not commit (until blocker_->commit()): a
+    /// statement provisioning dev-block waits for it.
+    void hold_dev_block() {
+        other_.emplace(test_db_.url());
+        blocker_.emplace(*other_);
+        blocker_->exec_params0(
+            "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-block')",
+            org_, product_);
+    }
+
     std::int64_t jitp_ca_ = 0;
+    std::optional<pqxx::connection> other_;
+    std::optional<pqxx::work> blocker_;
 };
 
 TEST_F(Provisioning, APlainFirstConnectionIsProvisionedInOneStatement) {
@@ -747,18 +765,7 @@ TEST_F(Provisioning, ProvisionsExactlyWhenTheCrlRuleAdmits) {
     for (const std::string policy : {"accept", "refuse"}) {
         for (const std::string crl_state : {"none", "current", "expired"}) {
             for (const std::string serial : {"77", "78"}) {
-                db_.run([&](Tx& tx) {
-                    managed_ca::set_missing_crl_policy(tx, jitp_ca_, policy);
-                    tx->exec_params0("DELETE FROM ca_crls WHERE ca_certificate_id = $1", jitp_ca_);
-                    if (crl_state == "none") return;
-                    NewCrl crl;
-                    crl.der = {0x30, 0x00};
-                    const bool expired = crl_state == "expired";
-                    crl.this_update = Clock::now() - std::chrono::hours(expired ? 3 : 1);
-                    crl.next_update = Clock::now() + std::chrono::hours(expired ? -1 : 1);
-                    crl.revoked = {{"77", Clock::now() - std::chrono::hours(2)}};
-                    managed_ca::store_crl(tx, jitp_ca_, crl);
-                });
+                set_crl_state(jitp_ca_, policy, crl_state);
                 const auto what = policy + "/" + crl_state + "/serial " + serial;
                 const auto id = "crl-" + std::to_string(++n);
                 auto p = request(id, "CRLFP" + std::to_string(n));
@@ -869,11 +876,7 @@ TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) 
     ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})"};
     // A connection that has inserted dev-block and not committed: the first batch (dev-block)
     // waits for it, and the attempts arriving meanwhile queue for the next batch.
-    pqxx::connection other{test_db_.url()};
-    pqxx::work blocker{other};
-    blocker.exec_params0(
-        "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-block')", org_,
-        product_);
+    hold_dev_block();
     std::vector<std::optional<devices::CheckOrProvision>> got(9);
     std::vector<devices::ConnectionAttempt> attempts;
     attempts.push_back(request("dev-block", "BLOCKFP"));
@@ -894,7 +897,7 @@ TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     EXPECT_EQ(batcher.statements(), 1u) << "the others wait for the batch in flight";
-    blocker.commit();
+    blocker_->commit();
     for (auto& t : threads) t.join();
 
     // dev-block lost to the committed insert; six new devices went in one statement, and the
@@ -931,11 +934,7 @@ TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) 
 
 TEST_F(Provisioning, TheBatcherFailsOnlyTheAttemptAtFault) {
     ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})"};
-    pqxx::connection other{test_db_.url()};
-    pqxx::work blocker{other};
-    blocker.exec_params0(
-        "INSERT INTO devices (org_id, product_id, identifier) VALUES ($1, $2, 'dev-block')", org_,
-        product_);
+    hold_dev_block();
     auto broken = request("dev-broken", "BROKENFP");
     broken.certificate.fingerprint.clear();  // the statement cannot take it
     const std::vector<devices::ConnectionAttempt> attempts = {request("dev-block", "BLOCKFP"),
@@ -957,7 +956,7 @@ TEST_F(Provisioning, TheBatcherFailsOnlyTheAttemptAtFault) {
     }
     for (std::size_t i = 1; i < attempts.size(); ++i) threads.emplace_back(run, i);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    blocker.commit();
+    blocker_->commit();
     for (auto& t : threads) t.join();
     EXPECT_EQ(batcher.statements(), 2u);
     EXPECT_TRUE(errors[0].empty() && errors[1].empty() && errors[3].empty());
