@@ -18,7 +18,7 @@
 namespace otahub::db {
 
 /// Runs the same statement for the items that arrive together as one statement over all of them:
-/// in a storm of device connections PostgreSQL then parses, locks and commits once per batch
+/// in a storm of device connections PostgreSQL then executes, locks and commits once per batch
 /// instead of once per item, and the caller's side sends and reads one message. There is no timer
 /// and no thread of its own: the first caller finding no batch in flight runs one with everything
 /// queued (the leader), the others wait for it; an item alone is run at once. Items that share a

@@ -270,15 +270,14 @@ struct ConnectionAttempt {
 /// nor disabled), does what open_connection_and_notify does with the stored certificate on node
 /// `node_id`, NOTIFYing `event` with `connection_id` and `device_id` added (`connection_id` is set
 /// exactly when the connection was opened). In the same statement, for each attempt with `jitp`
-/// whose certificate is not stored and
-/// whose CA's CRL admits it, JITP in the plain case: the CA has a JITP profile, the identifier is
-/// not empty, and neither a certificate with its public key in the organization nor a device
-/// (even deleted) with that identifier is stored. Then it creates the device from the profile
-/// (connected and seen now), records `device.provisioned` in the audit log, stores the
-/// certificate and opens the connection with its writes, without the device_connected NOTIFY (a
-/// device created just now has no older session to close). `provisioned` without a
-/// `connection_id`: a concurrent connection stored the same certificate first (the device and
-/// its audit entry stay). Neither the check's connection nor `provisioned`: the caller decides
+/// whose certificate is not stored and whose CA's CRL admits it, JITP in the plain case: the CA
+/// has a JITP profile, the identifier is not empty, and neither a certificate with its public key
+/// in the organization nor a device (even deleted) with that identifier is stored. Then it creates
+/// the device from the profile (connected and seen now), records `device.provisioned` in the audit
+/// log, stores the certificate and opens the connection with its writes, without the
+/// device_connected NOTIFY (a device created just now has no older session to close). `provisioned`
+/// without a `connection_id`: a concurrent connection stored the same certificate first (the device
+/// and its audit entry stay). Neither the check's connection nor `provisioned`: the caller decides
 /// (refusal, or a transaction). One result per attempt, in order. No two attempts of a batch may
 /// share a fingerprint, or an organization with an identifier or a public key fingerprint: the
 /// statement matches what it wrote to attempts by them. One round trip for any number of

@@ -43,13 +43,14 @@ struct AuthResult {
     bool certificate_added = false;
 };
 
-/// Looks the device up (or creates it) the NervesHub way, in one transaction, and on success
-/// opens its connection row and publishes `device_connected` (which closes the device's older
-/// sessions on every node; not for a device the one-statement JITP has just created, which has
-/// none). Known certificate by
-/// fingerprint; else a known public key of a device with the same CN (rotation: new
-/// certificate row); else a registered device without certificates, or JITP when the CA has a
-/// profile. Blocking: call on the worker pool. Never throws; database failures give 503.
+/// Looks the device up (or creates it) the NervesHub way and on success opens its connection row
+/// and publishes `device_connected` (which closes the device's older sessions on every node; not
+/// for a device the one-statement JITP has just created, which has none). A known certificate,
+/// and plain JITP when the CA has a profile, are decided by one statement shared with the
+/// connections that arrive together (`batcher`); anything else in one transaction: a known public
+/// key of a device with the same CN (rotation: new certificate row), a registered device without
+/// certificates, or JITP that is not plain. Blocking: call on the worker pool. Never throws;
+/// database failures give 503.
 AuthResult authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
                                const AuthRequest& request);
 
