@@ -429,6 +429,8 @@ function hubEnv(extra = {}) {
     ...(process.env.BENCH_DB_PREPARED ? { OTAHUB_DB_PREPARED_STATEMENTS: process.env.BENCH_DB_PREPARED } : {}),
     // BENCH_EC_KEYS=provider: EC certificate keys decoded by OpenSSL's providers (OTAHUB_OPENSSL_EC_KEYS), for A/B runs.
     ...(process.env.BENCH_EC_KEYS ? { OTAHUB_OPENSSL_EC_KEYS: process.env.BENCH_EC_KEYS } : {}),
+    // BENCH_VERIFY_CACHE=0: every device chain verified in full (OTAHUB_TLS_VERIFY_CACHE), for A/B runs.
+    ...(process.env.BENCH_VERIFY_CACHE ? { OTAHUB_TLS_VERIFY_CACHE: process.env.BENCH_VERIFY_CACHE } : {}),
     // BENCH_HUB_PRELOAD=/path/lib.so: loaded into the hub (LD_PRELOAD), e.g. another malloc, for A/B runs.
     ...(process.env.BENCH_HUB_PRELOAD ? { LD_PRELOAD: process.env.BENCH_HUB_PRELOAD } : {}),
     ...extra,

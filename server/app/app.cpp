@@ -72,7 +72,7 @@ struct App::Impl {
                           std::chrono::seconds(config.db_transaction_timeout_s)},
              config.db_prepared_statements),
           api_ctx{db, config, {}},
-          trust_sync(db, trust, workers, config.refusal_retention_days),
+          trust_sync(db, trust, workers, config.refusal_retention_days, config.tls_verify_cache),
           // The listener's liveness probe shares the transaction deadline (0: none).
           bus(db.url(), std::chrono::seconds(config.db_transaction_timeout_s)),
           presence(io, workers, db, config.node_id),

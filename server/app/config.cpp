@@ -51,6 +51,7 @@ constexpr std::array kSettings = {
     Setting{"OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS", "rollout_sweep_interval_ms"},
     Setting{"OTAHUB_REUSE_PORT", "reuse_port"},
     Setting{"OTAHUB_DEVICE_TLS_RECORDS", "device_tls_records"},
+    Setting{"OTAHUB_TLS_VERIFY_CACHE", "tls_verify_cache"},
     Setting{"OTAHUB_OPENSSL_EC_KEYS", "openssl_ec_keys"},
     Setting{"OTAHUB_DRAIN_SECONDS", "drain_seconds"},
     Setting{"OTAHUB_CERT_ROTATION_GRACE", "cert_rotation_grace"},
@@ -161,6 +162,8 @@ void apply(Config& config, const std::string& setting, const std::string& value)
             throw ConfigError(setting + ": expected hub or openssl, got '" + value + "'");
         }
         config.device_tls_records_hub = value == "hub";
+    } else if (setting == "OTAHUB_TLS_VERIFY_CACHE") {
+        config.tls_verify_cache = static_cast<std::size_t>(parse_int(setting, value, 0, 10000000));
     } else if (setting == "OTAHUB_OPENSSL_EC_KEYS") {
         if (value != "auto" && value != "legacy" && value != "provider") {
             throw ConfigError(setting + ": expected auto, legacy or provider, got '" + value + "'");

@@ -85,8 +85,12 @@ RefusalCounter& refusal_counter() {
 }
 
 TrustSync::TrustSync(db::Database& db, pki::TrustStore& store, net::asio::thread_pool& workers,
-                     int refusal_retention_days)
-    : db_(db), store_(store), workers_(workers), refusal_retention_days_(refusal_retention_days) {
+                     int refusal_retention_days, std::size_t verify_cache_entries)
+    : db_(db),
+      store_(store),
+      workers_(workers),
+      refusal_retention_days_(refusal_retention_days),
+      verify_cache_entries_(verify_cache_entries) {
     store_.set_refusal_observer([](const pki::Refusal& refusal) {
         refusal_counter().add(refusal.ca_id, refusal.org_id,
                               std::string(pki::to_string(refusal.reason)), "tls",
@@ -154,7 +158,7 @@ void TrustSync::reload() {
     const auto started = std::chrono::steady_clock::now();
     auto inputs =
         db_.transact([](db::Tx& tx) { return db::ca_certificates::load_trust_inputs(tx); });
-    auto snapshot = pki::TrustSnapshot::build(inputs);
+    auto snapshot = pki::TrustSnapshot::build(inputs, verify_cache_entries_);
     for (const auto id : snapshot->skipped_ca_ids()) {
         spdlog::warn("trust: CA id={} has an unreadable certificate and is not trusted", id);
     }

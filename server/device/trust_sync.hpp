@@ -58,9 +58,11 @@ RefusalCounter& refusal_counter();
 class TrustSync {
   public:
     /// `refusal_retention_days`: refusal rows older than that are deleted (checked hourly by the
-    /// flusher); 0 keeps them.
+    /// flusher); 0 keeps them. Each snapshot remembers up to `verify_cache_entries` accepted
+    /// certificates (pki::TrustSnapshot::build).
     TrustSync(db::Database& db, pki::TrustStore& store, net::asio::thread_pool& workers,
-              int refusal_retention_days = 90);
+              int refusal_retention_days = 90,
+              std::size_t verify_cache_entries = pki::kDefaultVerifyCacheEntries);
     /// Stops the refusal flusher after a last flush.
     ~TrustSync();
     TrustSync(const TrustSync&) = delete;
@@ -92,6 +94,7 @@ class TrustSync {
     pki::TrustStore& store_;
     net::asio::thread_pool& workers_;
     int refusal_retention_days_;
+    std::size_t verify_cache_entries_;
     std::mutex mutex_;
     bool running_ = false;
     bool pending_ = false;

@@ -110,6 +110,7 @@ test('a bad log level and other malformed values are refused, naming the setting
     OTAHUB_DB_PREPARED_STATEMENTS: 'sometimes',
     OTAHUB_REFUSAL_RETENTION_DAYS: '-1',
     OTAHUB_OPENSSL_EC_KEYS: 'fast',
+    OTAHUB_TLS_VERIFY_CACHE: '-5',
   };
   for (const [setting, value] of Object.entries(malformed)) {
     await expectRefused(['serve'], { ...goodEnv(), [setting]: value }, setting);

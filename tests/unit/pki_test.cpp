@@ -1036,6 +1036,155 @@ TEST(PkiTrustSnapshot, ConcurrentVerificationOfOneSnapshot) {
     EXPECT_EQ(mismatches.load(), 0);
 }
 
+// The snapshot's cache of accepted certificates (TrustSnapshot::verify): what it skips must never
+// change an outcome.
+pki::X509StackPtr stack_of(std::initializer_list<X509*> certs) {
+    pki::X509StackPtr stack{sk_X509_new_null()};
+    for (X509* cert : certs) {
+        if (!stack || sk_X509_push(stack.get(), pki::share_x509(cert).release()) <= 0) {
+            throw std::bad_alloc{};
+        }
+    }
+    return stack;
+}
+
+TEST(PkiTrustSnapshot, AcceptedCertificateIsRememberedWhileItsChainIsValid) {
+    const auto root = TestPki::make_root(
+        "Device Root", {.not_before = utc(2029, 1, 1), .not_after = utc(2040, 1, 1)});
+    const auto intermediate = root.issue_intermediate(
+        "Device Intermediate", {.not_before = utc(2029, 1, 1), .not_after = utc(2030, 9, 1)});
+    const auto leaf =
+        intermediate.issue_leaf({.not_before = utc(2030, 1, 1), .not_after = utc(2031, 1, 1)});
+    const auto snapshot = TrustSnapshot::build({.cas = {root.registered(7, 70)}});
+    const auto sent = stack_of({leaf.x509(), intermediate.x509()});
+
+    const auto first = snapshot->verify(leaf.x509(), sent.get(), utc(2030, 6, 1));
+    ASSERT_TRUE(first.ok()) << pki::to_string(first.status);
+    EXPECT_EQ(snapshot->verify_cache_stats().entries, 1U);
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 0U);
+
+    pki::X509StackPtr chain;
+    const auto again = snapshot->verify(leaf.x509(), sent.get(), utc(2030, 7, 1), &chain);
+    ASSERT_TRUE(again.ok()) << pki::to_string(again.status);
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 1U);
+    ASSERT_TRUE(again.ca && first.ca);
+    EXPECT_EQ(again.ca->id, 7);
+    EXPECT_EQ(again.ca->org_id, 70);
+    EXPECT_EQ(again.ca->depth, 2);
+    EXPECT_EQ(again.ca->ski, first.ca->ski);
+    ASSERT_TRUE(again.leaf);
+    EXPECT_EQ(again.leaf->fingerprint, leaf.facts().fingerprint);
+    ASSERT_TRUE(chain);
+    ASSERT_EQ(sk_X509_num(chain.get()), 3);
+    EXPECT_EQ(X509_cmp(sk_X509_value(chain.get(), 0), leaf.x509()), 0);
+    EXPECT_EQ(X509_cmp(sk_X509_value(chain.get(), 1), intermediate.x509()), 0);
+    EXPECT_EQ(X509_cmp(sk_X509_value(chain.get(), 2), root.x509()), 0);
+
+    // The intermediate expires before the leaf: OpenSSL's verdict, not the remembered one.
+    const auto late = snapshot->verify(leaf.x509(), sent.get(), utc(2030, 10, 1));
+    EXPECT_EQ(late.status, VerifyStatus::kExpired);
+    EXPECT_EQ(late.error_depth, 1);
+    const auto early = snapshot->verify(leaf.x509(), sent.get(), utc(2029, 12, 1));
+    EXPECT_EQ(early.status, VerifyStatus::kNotYetValid);
+    EXPECT_EQ(early.error_depth, 0);
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 1U);
+}
+
+TEST(PkiTrustSnapshot, RememberedCertificateNeedsTheSameIntermediates) {
+    const auto root = TestPki::make_root("Device Root");
+    const auto intermediate = root.issue_intermediate("Device Intermediate");
+    const auto leaf = intermediate.issue_leaf();
+    const auto snapshot = TrustSnapshot::build({.cas = {root.registered(1, 10)}});
+    const auto now = Clock::now();
+
+    const auto sent = stack_of({leaf.x509(), intermediate.x509()});
+    ASSERT_TRUE(snapshot->verify(leaf.x509(), sent.get(), now).ok());
+    EXPECT_EQ(snapshot->verify(leaf.x509(), nullptr, now).status, VerifyStatus::kUnknownCa);
+    const auto leaf_only = stack_of({leaf.x509()});
+    EXPECT_EQ(snapshot->verify(leaf.x509(), leaf_only.get(), now).status, VerifyStatus::kUnknownCa);
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 0U);
+    // The same intermediates without the leaf's own copy: the same inputs.
+    const auto without_leaf = stack_of({intermediate.x509()});
+    EXPECT_TRUE(snapshot->verify(leaf.x509(), without_leaf.get(), now).ok());
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 1U);
+
+    // A device sending only its certificate, or a resumed session (no chain), share one entry.
+    const auto direct = root.issue_leaf();
+    const auto direct_sent = stack_of({direct.x509()});
+    ASSERT_TRUE(snapshot->verify(direct.x509(), direct_sent.get(), now).ok());
+    EXPECT_TRUE(snapshot->verify(direct.x509(), nullptr, now).ok());
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 2U);
+}
+
+TEST(PkiTrustSnapshot, RememberedCertificateOfAnExpiredCaFollowsTheCasExpiryRule) {
+    const auto root = TestPki::make_root(
+        "Device Root", {.not_before = utc(2029, 1, 1), .not_after = utc(2031, 1, 1)});
+    const auto leaf =
+        root.issue_leaf({.not_before = utc(2030, 1, 1), .not_after = utc(2035, 1, 1)});
+    auto ca = root.registered(1, 10);
+
+    const auto checked = TrustSnapshot::build({.cas = {ca}});
+    ASSERT_TRUE(checked->verify(leaf.x509(), nullptr, utc(2030, 6, 1)).ok());
+    const auto after = checked->verify(leaf.x509(), nullptr, utc(2032, 1, 1));
+    EXPECT_EQ(after.status, VerifyStatus::kExpired);
+    EXPECT_EQ(after.error_depth, 1);
+    EXPECT_EQ(checked->verify_cache_stats().hits, 0U);
+
+    ca.check_expiration = false;
+    const auto unchecked = TrustSnapshot::build({.cas = {ca}});
+    ASSERT_TRUE(unchecked->verify(leaf.x509(), nullptr, utc(2030, 6, 1)).ok());
+    EXPECT_TRUE(unchecked->verify(leaf.x509(), nullptr, utc(2032, 1, 1)).ok());
+    EXPECT_EQ(unchecked->verify_cache_stats().hits, 1U);
+    // Not valid yet is never forgiven.
+    EXPECT_EQ(unchecked->verify(leaf.x509(), nullptr, utc(2028, 1, 1)).status,
+              VerifyStatus::kNotYetValid);
+}
+
+TEST(PkiTrustSnapshot, RefusalsAreNotRemembered) {
+    const auto root = TestPki::make_root("Device Root");
+    const auto revoked = root.issue_leaf({.cn = "revoked"});
+    const auto rogue = TestPki::make_root("Device Root").issue_leaf({.cn = "rogue"});
+    const auto disabled = root.issue_leaf({.cn = "device-1"});
+    const auto snapshot =
+        TrustSnapshot::build({.cas = {root.registered(1, 10)},
+                              .revoked_fingerprints = {revoked.facts().fingerprint},
+                              .disabled_devices = {{.org_id = 10, .identifier = "device-1"}}});
+    for (int i = 0; i < 2; ++i) {
+        EXPECT_EQ(snapshot->verify(revoked.x509(), nullptr, Clock::now()).status,
+                  VerifyStatus::kRevoked);
+        EXPECT_EQ(snapshot->verify(disabled.x509(), nullptr, Clock::now()).status,
+                  VerifyStatus::kDeviceDisabled);
+        EXPECT_EQ(snapshot->verify(rogue.x509(), nullptr, Clock::now()).status,
+                  VerifyStatus::kUnknownCa);
+    }
+    EXPECT_EQ(snapshot->verify_cache_stats().entries, 0U);
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 0U);
+}
+
+TEST(PkiTrustSnapshot, VerifyCacheKeepsItsLimit) {
+    const auto root = TestPki::make_root("Device Root");
+    std::vector<TestCert> leaves;
+    for (int i = 0; i < 5; ++i) {
+        leaves.push_back(root.issue_leaf({.cn = "device-" + std::to_string(i)}));
+    }
+    const TrustInputs inputs{.cas = {root.registered(1, 10)}};
+    const auto none = TrustSnapshot::build(inputs, 0);
+    const auto two = TrustSnapshot::build(inputs, 2);
+    for (int round = 0; round < 2; ++round) {
+        for (const auto& leaf : leaves) {
+            EXPECT_TRUE(none->verify(leaf.x509(), nullptr, Clock::now()).ok());
+            EXPECT_TRUE(two->verify(leaf.x509(), nullptr, Clock::now()).ok());
+            EXPECT_LE(two->verify_cache_stats().entries, 2U);
+        }
+    }
+    EXPECT_EQ(none->verify_cache_stats().entries, 0U);
+    EXPECT_EQ(none->verify_cache_stats().hits, 0U);
+    EXPECT_EQ(two->verify_cache_stats().entries, 2U);
+    // The last one verified is there.
+    EXPECT_TRUE(two->verify(leaves.back().x509(), nullptr, Clock::now()).ok());
+    EXPECT_GE(two->verify_cache_stats().hits, 1U);
+}
+
 std::string tls_version_name(const ::testing::TestParamInfo<TlsVersion>& param) {
     return param.param == TlsVersion::kTls12 ? "Tls12" : "Tls13";
 }

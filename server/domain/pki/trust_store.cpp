@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstring>
 #include <exception>
 #include <new>
 
@@ -141,8 +142,10 @@ TrustSnapshot::~TrustSnapshot() = default;
 
 std::shared_ptr<const TrustSnapshot> TrustSnapshot::empty() { return build(TrustInputs{}); }
 
-std::shared_ptr<const TrustSnapshot> TrustSnapshot::build(const TrustInputs& inputs) {
+std::shared_ptr<const TrustSnapshot> TrustSnapshot::build(const TrustInputs& inputs,
+                                                          std::size_t verify_cache_entries) {
     std::shared_ptr<TrustSnapshot> snapshot{new TrustSnapshot};
+    snapshot->verify_cache_limit_ = verify_cache_entries;
     snapshot->store_.reset(X509_STORE_new());
     if (!snapshot->store_) {
         throw std::bad_alloc{};
@@ -305,6 +308,13 @@ VerifyResult TrustSnapshot::verify(X509* leaf, STACK_OF(X509) * untrusted, Clock
     }
     const OpensslErrorScope errors;
     result.leaf = read_certificate_facts(leaf);
+    std::optional<VerifyKey> key;
+    if (result.leaf && verify_cache_limit_ > 0) {
+        key = verify_key(*result.leaf, leaf, untrusted);
+        if (key && accepted_before(*key, leaf, now, result, verified_chain)) {
+            return result;
+        }
+    }
 
     X509StoreCtxPtr ctx{X509_STORE_CTX_new()};
     if (!ctx || X509_STORE_CTX_init(ctx.get(), store_.get(), leaf, untrusted) != 1) {
@@ -358,10 +368,142 @@ VerifyResult TrustSnapshot::verify(X509* leaf, STACK_OF(X509) * untrusted, Clock
     }
     result.status = VerifyStatus::kOk;
     result.x509_error = X509_V_OK;
+    if (key) {
+        remember_accepted(*key, chain, *result.ca);
+    }
     if (verified_chain != nullptr) {
         verified_chain->reset(X509_STORE_CTX_get1_chain(ctx.get()));
     }
     return result;
+}
+
+std::size_t TrustSnapshot::VerifyKeyHash::operator()(const VerifyKey& key) const noexcept {
+    // The key is a SHA-256 digest: any eight of its bytes are as good a hash as any.
+    std::size_t hash = 0;
+    std::memcpy(&hash, key.data(), sizeof hash);
+    return hash;
+}
+
+std::optional<TrustSnapshot::VerifyKey> TrustSnapshot::verify_key(
+    const CertificateFacts& leaf, X509* leaf_cert, STACK_OF(X509) * untrusted) const {
+    // What OpenSSL's verification depends on besides this snapshot and the time: the leaf and
+    // the intermediates the peer sent (a copy of the leaf among them changes nothing).
+    const EvpMdCtxPtr md{EVP_MD_CTX_new()};
+    if (!md || EVP_DigestInit_ex(md.get(), EVP_sha256(), nullptr) != 1 ||
+        EVP_DigestUpdate(md.get(), leaf.der.data(), leaf.der.size()) != 1) {
+        return std::nullopt;
+    }
+    const int count = untrusted == nullptr ? 0 : sk_X509_num(untrusted);
+    for (int i = 0; i < count; ++i) {
+        X509* cert = sk_X509_value(untrusted, i);
+        if (cert == leaf_cert || X509_cmp(cert, leaf_cert) == 0) {
+            continue;
+        }
+        unsigned char* der = nullptr;
+        const int length = i2d_X509(cert, &der);
+        if (length <= 0) {
+            return std::nullopt;
+        }
+        const std::array<unsigned char, 1> separator{0};
+        const bool hashed = EVP_DigestUpdate(md.get(), separator.data(), separator.size()) == 1 &&
+                            EVP_DigestUpdate(md.get(), der, static_cast<std::size_t>(length)) == 1;
+        OPENSSL_free(der);
+        if (!hashed) {
+            return std::nullopt;
+        }
+    }
+    VerifyKey key{};
+    unsigned int length = 0;
+    if (EVP_DigestFinal_ex(md.get(), key.data(), &length) != 1 || length != key.size()) {
+        return std::nullopt;
+    }
+    return key;
+}
+
+bool TrustSnapshot::accepted_before(const VerifyKey& key, X509* leaf, Clock::time_point now,
+                                    VerifyResult& result, X509StackPtr* verified_chain) const {
+    std::optional<MatchedCa> ca;
+    std::vector<X509Ptr> issuers;
+    bool anchor_expiry_checked = true;
+    {
+        const std::lock_guard lock{verify_cache_mutex_};
+        const auto found = verify_cache_.find(key);
+        if (found == verify_cache_.end()) {
+            return false;
+        }
+        ca = found->second.ca;
+        issuers.reserve(found->second.issuers.size());
+        for (const X509Ptr& issuer : found->second.issuers) {
+            issuers.push_back(share_x509(issuer.get()));
+        }
+        anchor_expiry_checked = found->second.anchor_expiry_checked;
+    }
+    // The times OpenSSL checks (X509_cmp_time, as it does), from the leaf up to the registered
+    // CA, whose expiry it forgives when the CA says so (on_verify_error). Outside them: not a
+    // hit; OpenSSL's verification decides and reports.
+    time_t at = Clock::to_time_t(now);
+    const auto valid = [&at](X509* cert, bool check_expiry) {
+        if (X509_cmp_time(X509_get0_notBefore(cert), &at) >= 0) {
+            return false;
+        }
+        const int after = X509_cmp_time(X509_get0_notAfter(cert), &at);
+        return after != 0 && (!check_expiry || after > 0);
+    };
+    if (!valid(leaf, true)) {
+        return false;
+    }
+    for (std::size_t i = 0; i < issuers.size(); ++i) {
+        const bool anchor = i + 1 == issuers.size();
+        if (!valid(issuers[i].get(), !anchor || anchor_expiry_checked)) {
+            return false;
+        }
+    }
+    if (verified_chain != nullptr) {
+        X509StackPtr chain{sk_X509_new_null()};
+        if (!chain || sk_X509_push(chain.get(), leaf) <= 0) {
+            return false;
+        }
+        X509_up_ref(leaf);
+        for (X509Ptr& issuer : issuers) {
+            if (sk_X509_push(chain.get(), issuer.get()) <= 0) {
+                return false;
+            }
+            issuer.release();  // the stack holds it now
+        }
+        *verified_chain = std::move(chain);
+    }
+    result.status = VerifyStatus::kOk;
+    result.x509_error = X509_V_OK;
+    result.error_depth = 0;
+    result.ca = std::move(ca);
+    {
+        const std::lock_guard lock{verify_cache_mutex_};
+        ++verify_cache_hits_;
+    }
+    return true;
+}
+
+void TrustSnapshot::remember_accepted(const VerifyKey& key, STACK_OF(X509) * chain,
+                                      const MatchedCa& ca) const {
+    const Anchor* anchor = anchor_for(sk_X509_value(chain, ca.depth));
+    if (anchor == nullptr) {
+        return;
+    }
+    Accepted accepted{ca, {}, anchor->ca.check_expiration};
+    accepted.issuers.reserve(static_cast<std::size_t>(ca.depth));
+    for (int i = 1; i <= ca.depth; ++i) {
+        accepted.issuers.push_back(share_x509(sk_X509_value(chain, i)));
+    }
+    const std::lock_guard lock{verify_cache_mutex_};
+    if (verify_cache_.size() >= verify_cache_limit_ && !verify_cache_.contains(key)) {
+        verify_cache_.erase(verify_cache_.begin());  // any one: the table's order is arbitrary
+    }
+    verify_cache_.insert_or_assign(key, std::move(accepted));
+}
+
+TrustSnapshot::VerifyCacheStats TrustSnapshot::verify_cache_stats() const {
+    const std::lock_guard lock{verify_cache_mutex_};
+    return {verify_cache_.size(), verify_cache_hits_};
 }
 
 // ---- TrustStore ----

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -21,6 +23,9 @@ namespace otahub::pki {
 
 /// Longest chain of intermediates accepted above a device certificate (as `s_server -Verify 4`).
 inline constexpr int kMaxVerifyDepth = 4;
+
+/// Verified certificates a snapshot remembers by default (`OTAHUB_TLS_VERIFY_CACHE`).
+inline constexpr std::size_t kDefaultVerifyCacheEntries = 16384;
 
 /// A CA certificate an organisation registered, as the handshake needs it (a `ca_certificates`
 /// row).
@@ -149,8 +154,10 @@ struct Refusal {
 class TrustSnapshot {
   public:
     /// Builds a snapshot; CAs whose DER does not parse are skipped and listed in
-    /// `skipped_ca_ids()`. Throws `std::bad_alloc` only.
-    static std::shared_ptr<const TrustSnapshot> build(const TrustInputs& inputs);
+    /// `skipped_ca_ids()`. It remembers up to `verify_cache_entries` certificates it accepted
+    /// (0: none; see `verify`). Throws `std::bad_alloc` only.
+    static std::shared_ptr<const TrustSnapshot> build(
+        const TrustInputs& inputs, std::size_t verify_cache_entries = kDefaultVerifyCacheEntries);
     /// A snapshot that trusts nothing.
     static std::shared_ptr<const TrustSnapshot> empty();
 
@@ -162,9 +169,24 @@ class TrustSnapshot {
     /// `now` for TLS client use (a leaf without EKU is fine; with an EKU it needs clientAuth).
     /// On success the result names the deepest (closest to the leaf) active registered CA of the
     /// chain. When `verified_chain` is given, it receives the verified chain on success.
+    ///
+    /// A certificate this snapshot accepted before, with the same intermediates from the peer,
+    /// is accepted again without building and checking its chain (signatures included) as long
+    /// as every certificate of that chain up to its registered CA is still valid at `now`.
+    /// Anything else, a refusal included, goes through OpenSSL's verification. The snapshot's
+    /// inputs (CAs, revocations, disabled devices) cannot change, so what it accepted stays
+    /// accepted, within those times, until the next snapshot; `verified_chain` then ends at the
+    /// registered CA.
     VerifyResult verify(X509* leaf, STACK_OF(X509) * untrusted,
                         std::chrono::system_clock::time_point now,
                         X509StackPtr* verified_chain = nullptr) const;
+
+    /// What the cache of accepted certificates holds and has saved (for tests and metrics).
+    struct VerifyCacheStats {
+        std::size_t entries = 0;
+        std::uint64_t hits = 0;
+    };
+    VerifyCacheStats verify_cache_stats() const;
 
     /// Number of CAs acting as trust anchors (active and readable).
     std::size_t trusted_ca_count() const { return anchors_.size(); }
@@ -178,11 +200,29 @@ class TrustSnapshot {
         std::string ski;
     };
 
+    /// SHA-256 over the DER of the leaf and of each intermediate the peer sent.
+    using VerifyKey = std::array<unsigned char, 32>;
+    struct VerifyKeyHash {
+        std::size_t operator()(const VerifyKey& key) const noexcept;
+    };
+    /// An accepted certificate: its registered CA and the chain above the leaf up to it.
+    struct Accepted {
+        MatchedCa ca;
+        std::vector<X509Ptr> issuers;  // chain positions 1..ca.depth
+        bool anchor_expiry_checked = true;
+    };
+
     TrustSnapshot();
 
     const Anchor* anchor_for(X509* cert) const;
     std::optional<int> deepest_anchor(STACK_OF(X509) * chain) const;
     bool is_revoked(X509* cert, X509* issuer) const;
+    std::optional<VerifyKey> verify_key(const CertificateFacts& leaf, X509* leaf_cert,
+                                        STACK_OF(X509) * untrusted) const;
+    bool accepted_before(const VerifyKey& key, X509* leaf,
+                         std::chrono::system_clock::time_point now, VerifyResult& result,
+                         X509StackPtr* verified_chain) const;
+    void remember_accepted(const VerifyKey& key, STACK_OF(X509) * chain, const MatchedCa& ca) const;
 
     static int on_verify_error(int ok, X509_STORE_CTX* ctx);
     static int check_revocation(X509_STORE_CTX* ctx);
@@ -195,6 +235,11 @@ class TrustSnapshot {
     std::unordered_set<std::string> revoked_serials_;
     std::set<std::pair<std::int64_t, std::string>> disabled_devices_;
     std::vector<std::int64_t> skipped_ca_ids_;
+
+    std::size_t verify_cache_limit_ = 0;
+    mutable std::mutex verify_cache_mutex_;
+    mutable std::unordered_map<VerifyKey, Accepted, VerifyKeyHash> verify_cache_;
+    mutable std::uint64_t verify_cache_hits_ = 0;
 };
 
 /// Holds the current snapshot and swaps it atomically; readers keep the snapshot they got alive.
