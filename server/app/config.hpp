@@ -58,7 +58,7 @@ struct Config {
     bool device_tls_records_hub = true;
     // OTAHUB_TLS_VERIFY_CACHE: device certificates the trust snapshot in force remembers having
     // accepted (pki::TrustSnapshot::verify); 0 verifies every chain in full.
-    std::size_t tls_verify_cache = 16384;
+    std::size_t tls_verify_cache = 65536;
     // OTAHUB_OPENSSL_EC_KEYS: "legacy" decodes EC certificate keys with OpenSSL's built-in EC
     // method (pki::use_legacy_ec_keys); "provider" leaves OpenSSL 3's default; "auto" (default)
     // is legacy where that pays (pki::legacy_ec_keys_pay_off: OpenSSL before 3.2).

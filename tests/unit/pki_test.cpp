@@ -1185,6 +1185,28 @@ TEST(PkiTrustSnapshot, VerifyCacheKeepsItsLimit) {
     EXPECT_GE(two->verify_cache_stats().hits, 1U);
 }
 
+TEST(PkiTrustSnapshot, AFullVerifyCacheForgetsTheOldestFirst) {
+    const auto root = TestPki::make_root("Device Root");
+    std::vector<TestCert> leaves;
+    for (int i = 0; i < 100; ++i) {
+        leaves.push_back(root.issue_leaf({.cn = "device-" + std::to_string(i)}));
+    }
+    const auto snapshot = TrustSnapshot::build({.cas = {root.registered(1, 10)}}, 32);
+    for (const auto& leaf : leaves) {
+        ASSERT_TRUE(snapshot->verify(leaf.x509(), nullptr, Clock::now()).ok());
+    }
+    EXPECT_EQ(snapshot->verify_cache_stats().entries, 32U);
+    // The 32 accepted last are all there (newest first, so that a miss could not push out one
+    // still to come), and the one before them is not.
+    for (std::size_t i = leaves.size(); i-- > leaves.size() - 32;) {
+        ASSERT_TRUE(snapshot->verify(leaves[i].x509(), nullptr, Clock::now()).ok());
+    }
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 32U);
+    ASSERT_TRUE(snapshot->verify(leaves[leaves.size() - 33].x509(), nullptr, Clock::now()).ok());
+    EXPECT_EQ(snapshot->verify_cache_stats().hits, 32U);
+    EXPECT_EQ(snapshot->verify_cache_stats().entries, 32U);
+}
+
 std::string tls_version_name(const ::testing::TestParamInfo<TlsVersion>& param) {
     return param.param == TlsVersion::kTls12 ? "Tls12" : "Tls13";
 }

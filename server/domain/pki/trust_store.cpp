@@ -495,10 +495,15 @@ void TrustSnapshot::remember_accepted(const VerifyKey& key, STACK_OF(X509) * cha
         accepted.issuers.push_back(share_x509(sk_X509_value(chain, i)));
     }
     const std::lock_guard lock{verify_cache_mutex_};
-    if (verify_cache_.size() >= verify_cache_limit_ && !verify_cache_.contains(key)) {
-        verify_cache_.erase(verify_cache_.begin());  // any one: the table's order is arbitrary
+    if (verify_cache_.contains(key)) {
+        return;  // two handshakes of one device at once: the first one's entry stands
     }
-    verify_cache_.insert_or_assign(key, std::move(accepted));
+    if (verify_cache_.size() >= verify_cache_limit_) {
+        verify_cache_.erase(verify_cache_order_.front());  // full: forget the oldest
+        verify_cache_order_.pop_front();
+    }
+    verify_cache_order_.push_back(key);
+    verify_cache_.emplace(key, std::move(accepted));
 }
 
 TrustSnapshot::VerifyCacheStats TrustSnapshot::verify_cache_stats() const {

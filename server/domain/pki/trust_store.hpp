@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -25,7 +26,7 @@ namespace otahub::pki {
 inline constexpr int kMaxVerifyDepth = 4;
 
 /// Verified certificates a snapshot remembers by default (`OTAHUB_TLS_VERIFY_CACHE`).
-inline constexpr std::size_t kDefaultVerifyCacheEntries = 16384;
+inline constexpr std::size_t kDefaultVerifyCacheEntries = 65536;
 
 /// A CA certificate an organisation registered, as the handshake needs it (a `ca_certificates`
 /// row).
@@ -240,6 +241,7 @@ class TrustSnapshot {
     mutable std::mutex verify_cache_mutex_;
     mutable std::unordered_map<VerifyKey, Accepted, VerifyKeyHash> verify_cache_;
     mutable std::uint64_t verify_cache_hits_ = 0;
+    mutable std::deque<VerifyKey> verify_cache_order_;  // oldest first
 };
 
 /// Holds the current snapshot and swaps it atomically; readers keep the snapshot they got alive.
