@@ -220,6 +220,17 @@ App::App(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {
                           "(kept while it does not answer)",
                           {},
                           static_cast<double>(impl->presence.pending_closes())});
+        const auto verify_cache = impl->trust.current()->verify_cache_stats();
+        gauges.push_back({"otahub_tls_verify_cache_entries",
+                          "Device certificates the trust snapshot in force remembers having "
+                          "accepted (OTAHUB_TLS_VERIFY_CACHE)",
+                          {},
+                          static_cast<double>(verify_cache.entries)});
+        gauges.push_back({"otahub_tls_verify_cache_hits",
+                          "Device certificates accepted again without building their chain, "
+                          "since the trust snapshot in force was built",
+                          {},
+                          static_cast<double>(verify_cache.hits)});
         static const MemoryAllocator allocator = memory_allocator();
         gauges.push_back({"otahub_memory_allocator",
                           "The malloc this process runs on (1: this one; CMake option "

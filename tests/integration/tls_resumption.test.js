@@ -14,6 +14,7 @@ const { startHub, makeServerCerts, dropDatabase } = require('../e2e/lib/hub');
 const { TestPki } = require('../e2e/lib/pki');
 const { DeviceFixture } = require('../e2e/lib/device_fixture');
 const { tlsAlertOf } = require('../e2e/lib/device_client');
+const { sample } = require('../e2e/lib/metrics');
 
 const TICKET_KEY = crypto.randomBytes(32).toString('hex');
 
@@ -95,7 +96,8 @@ before(async () => {
     env: { ...shared, OTAHUB_NODE_ID: 'node-b', OTAHUB_TLS_TICKET_KEY: TICKET_KEY },
   });
   const hubC = await startHub({
-    certs, database: hubA.db, admin: null, env: { ...shared, OTAHUB_NODE_ID: 'node-c' },
+    certs, database: hubA.db, admin: null,
+    env: { ...shared, OTAHUB_NODE_ID: 'node-c', OTAHUB_TLS_VERIFY_CACHE: '0' },
   });
   pki = new TestPki();
   a = new DeviceFixture(hubA, token, pki);
@@ -151,6 +153,38 @@ test('a node with another ticket key falls back to a full handshake', async () =
   const onC = await upgrade(c, leaf, first.ticket);
   assert.equal(onC.reused, false, 'node C cannot decrypt node A\'s ticket');
   assert.equal(onC.status, 101, JSON.stringify(onC));
+});
+
+async function verifyCache(fixture) {
+  const res = await fixture.hub.request('GET', '/metrics');
+  assert.equal(res.status, 200);
+  return {
+    entries: sample(res.text, 'otahub_tls_verify_cache_entries'),
+    hits: sample(res.text, 'otahub_tls_verify_cache_hits'),
+  };
+}
+
+test('a node accepts a certificate it accepted before without checking its chain again, resumed or not; OTAHUB_TLS_VERIFY_CACHE=0 checks every time', async () => {
+  const leaf = root.issueLeaf({ cn: 'resume-remembered' });
+  const before = await verifyCache(a);
+  const first = await upgrade(a, leaf);
+  assert.equal(first.status, 101, JSON.stringify(first));
+  const resumed = await upgrade(a, leaf, first.ticket);
+  assert.equal(resumed.reused, true);
+  assert.equal(resumed.status, 101, JSON.stringify(resumed));
+  const full = await upgrade(a, leaf);
+  assert.equal(full.reused, false);
+  assert.equal(full.status, 101, JSON.stringify(full));
+  const afterwards = await verifyCache(a);
+  assert.ok(afterwards.entries >= 1, JSON.stringify(afterwards));
+  // Other tests may run handshakes on node A meanwhile: at least these two hits.
+  assert.ok(afterwards.hits >= before.hits + 2, `${JSON.stringify(before)} -> ${JSON.stringify(afterwards)}`);
+
+  // Node C keeps nothing: the same certificate, twice, is checked twice.
+  const onC = await upgrade(c, leaf);
+  assert.equal(onC.status, 101, JSON.stringify(onC));
+  assert.equal((await upgrade(c, leaf)).status, 101);
+  assert.deepEqual(await verifyCache(c), { entries: 0, hits: 0 });
 });
 
 test('a certificate revoked after its ticket was issued is refused on resumption', async () => {
