@@ -1048,6 +1048,15 @@ pki::X509StackPtr stack_of(std::initializer_list<X509*> certs) {
     return stack;
 }
 
+/// `count` device certificates of `root`, named device-0, device-1, ...
+std::vector<TestCert> leaves_of(const TestCa& root, int count) {
+    std::vector<TestCert> leaves;
+    for (int i = 0; i < count; ++i) {
+        leaves.push_back(root.issue_leaf({.cn = "device-" + std::to_string(i)}));
+    }
+    return leaves;
+}
+
 TEST(PkiTrustSnapshot, AcceptedCertificateIsRememberedWhileItsChainIsValid) {
     const auto root = TestPki::make_root(
         "Device Root", {.not_before = utc(2029, 1, 1), .not_after = utc(2040, 1, 1)});
@@ -1163,10 +1172,7 @@ TEST(PkiTrustSnapshot, RefusalsAreNotRemembered) {
 
 TEST(PkiTrustSnapshot, VerifyCacheKeepsItsLimit) {
     const auto root = TestPki::make_root("Device Root");
-    std::vector<TestCert> leaves;
-    for (int i = 0; i < 5; ++i) {
-        leaves.push_back(root.issue_leaf({.cn = "device-" + std::to_string(i)}));
-    }
+    const auto leaves = leaves_of(root, 5);
     const TrustInputs inputs{.cas = {root.registered(1, 10)}};
     const auto none = TrustSnapshot::build(inputs, 0);
     const auto two = TrustSnapshot::build(inputs, 2);
@@ -1187,10 +1193,7 @@ TEST(PkiTrustSnapshot, VerifyCacheKeepsItsLimit) {
 
 TEST(PkiTrustSnapshot, AFullVerifyCacheForgetsTheOldestFirst) {
     const auto root = TestPki::make_root("Device Root");
-    std::vector<TestCert> leaves;
-    for (int i = 0; i < 100; ++i) {
-        leaves.push_back(root.issue_leaf({.cn = "device-" + std::to_string(i)}));
-    }
+    const auto leaves = leaves_of(root, 100);
     const auto snapshot = TrustSnapshot::build({.cas = {root.registered(1, 10)}}, 32);
     for (const auto& leaf : leaves) {
         ASSERT_TRUE(snapshot->verify(leaf.x509(), nullptr, Clock::now()).ok());

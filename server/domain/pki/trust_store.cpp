@@ -369,7 +369,7 @@ VerifyResult TrustSnapshot::verify(X509* leaf, STACK_OF(X509) * untrusted, Clock
     result.status = VerifyStatus::kOk;
     result.x509_error = X509_V_OK;
     if (key) {
-        remember_accepted(*key, chain, *result.ca);
+        remember_accepted(*key, chain, *result.ca, anchor->ca.check_expiration);
     }
     if (verified_chain != nullptr) {
         verified_chain->reset(X509_STORE_CTX_get1_chain(ctx.get()));
@@ -476,20 +476,13 @@ bool TrustSnapshot::accepted_before(const VerifyKey& key, X509* leaf, Clock::tim
     result.x509_error = X509_V_OK;
     result.error_depth = 0;
     result.ca = std::move(ca);
-    {
-        const std::lock_guard lock{verify_cache_mutex_};
-        ++verify_cache_hits_;
-    }
+    verify_cache_hits_.fetch_add(1, std::memory_order_relaxed);
     return true;
 }
 
 void TrustSnapshot::remember_accepted(const VerifyKey& key, STACK_OF(X509) * chain,
-                                      const MatchedCa& ca) const {
-    const Anchor* anchor = anchor_for(sk_X509_value(chain, ca.depth));
-    if (anchor == nullptr) {
-        return;
-    }
-    Accepted accepted{ca, {}, anchor->ca.check_expiration};
+                                      const MatchedCa& ca, bool anchor_expiry_checked) const {
+    Accepted accepted{ca, {}, anchor_expiry_checked};
     accepted.issuers.reserve(static_cast<std::size_t>(ca.depth));
     for (int i = 1; i <= ca.depth; ++i) {
         accepted.issuers.push_back(share_x509(sk_X509_value(chain, i)));
@@ -508,7 +501,7 @@ void TrustSnapshot::remember_accepted(const VerifyKey& key, STACK_OF(X509) * cha
 
 TrustSnapshot::VerifyCacheStats TrustSnapshot::verify_cache_stats() const {
     const std::lock_guard lock{verify_cache_mutex_};
-    return {verify_cache_.size(), verify_cache_hits_};
+    return {verify_cache_.size(), verify_cache_hits_.load(std::memory_order_relaxed)};
 }
 
 // ---- TrustStore ----

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -223,7 +224,8 @@ class TrustSnapshot {
     bool accepted_before(const VerifyKey& key, X509* leaf,
                          std::chrono::system_clock::time_point now, VerifyResult& result,
                          X509StackPtr* verified_chain) const;
-    void remember_accepted(const VerifyKey& key, STACK_OF(X509) * chain, const MatchedCa& ca) const;
+    void remember_accepted(const VerifyKey& key, STACK_OF(X509) * chain, const MatchedCa& ca,
+                           bool anchor_expiry_checked) const;
 
     static int on_verify_error(int ok, X509_STORE_CTX* ctx);
     static int check_revocation(X509_STORE_CTX* ctx);
@@ -240,7 +242,7 @@ class TrustSnapshot {
     std::size_t verify_cache_limit_ = 0;
     mutable std::mutex verify_cache_mutex_;
     mutable std::unordered_map<VerifyKey, Accepted, VerifyKeyHash> verify_cache_;
-    mutable std::uint64_t verify_cache_hits_ = 0;
+    mutable std::atomic<std::uint64_t> verify_cache_hits_{0};
     mutable std::deque<VerifyKey> verify_cache_order_;  // oldest first
 };
 
