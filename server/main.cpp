@@ -113,7 +113,9 @@ int main(int argc, char** argv) {
             std::string why;
             if (otahub::pki::use_legacy_ec_keys(&why) == otahub::pki::EcKeys::kLegacy) {
                 spdlog::info(
-                    "EC certificate keys: OpenSSL's built-in EC method (OTAHUB_OPENSSL_EC_KEYS)");
+                    "EC certificate keys: OpenSSL's built-in EC method{} "
+                    "(OTAHUB_OPENSSL_EC_KEYS)",
+                    otahub::pki::ec_curves_shared() ? ", curves built once" : "");
             } else {
                 spdlog::warn("EC certificate keys stay with OpenSSL's providers: {}", why);
             }

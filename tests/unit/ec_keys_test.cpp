@@ -4,6 +4,7 @@
 #include "server/domain/pki/ec_keys.hpp"
 
 #include <gtest/gtest.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -132,6 +133,106 @@ TEST(PkiEcKeys, SignaturesVerifyAndAlteredMessagesDoNot) {
     };
     EXPECT_EQ(verify(message), 1);
     EXPECT_EQ(verify("firmware 1.2.4"), 0);
+}
+
+// A provider key on `curve`, with its point and parameters encoded as asked ("" leaves OpenSSL's
+// default: uncompressed, named curve).
+EvpPkeyPtr provider_key(const char* curve, const char* point_format = "",
+                        const char* encoding = "") {
+    EvpPkeyPtr key{generate_ec_key(curve)};
+    if (!key) return key;
+    if (*point_format != '\0' &&
+        EVP_PKEY_set_utf8_string_param(key.get(), OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+                                       point_format) != 1) {
+        return nullptr;
+    }
+    if (*encoding != '\0' &&
+        EVP_PKEY_set_utf8_string_param(key.get(), OSSL_PKEY_PARAM_EC_ENCODING, encoding) != 1) {
+        return nullptr;
+    }
+    return key;
+}
+
+EvpPkeyPtr decode_public_key(const std::vector<std::uint8_t>& spki) {
+    const unsigned char* p = spki.data();
+    return EvpPkeyPtr{d2i_PUBKEY(nullptr, &p, static_cast<long>(spki.size()))};
+}
+
+// The built-in method decodes certificate keys with curves built once (ec_curves_shared); a key
+// decoded that way is the provider's key, bit for bit, on every curve and in every encoding.
+TEST(PkiEcKeys, KeysOnSharedAndOtherCurvesDecodeToTheSameKeys) {
+    turn_on();
+    EXPECT_TRUE(ec_curves_shared());
+    struct Case {
+        const char* curve;
+        int bits;
+        const char* point_format;
+        const char* encoding;
+    };
+    for (const Case& c :
+         {Case{"P-256", 256, "", ""}, Case{"P-384", 384, "", ""}, Case{"P-521", 521, "", ""},
+          Case{"P-256", 256, "compressed", ""}, Case{"P-256", 256, "", "explicit"},
+          // Not one of the shared curves: built for the key, as OpenSSL does.
+          Case{"secp256k1", 256, "", ""}}) {
+        SCOPED_TRACE(std::string(c.curve) + " " + c.point_format + " " + c.encoding);
+        const EvpPkeyPtr original = provider_key(c.curve, c.point_format, c.encoding);
+        ASSERT_TRUE(original);
+        const std::vector<std::uint8_t> spki = public_key_der(original.get());
+        ASSERT_FALSE(spki.empty());
+        const EvpPkeyPtr decoded = decode_public_key(spki);
+        ASSERT_TRUE(decoded);
+        EXPECT_STRNE(EVP_PKEY_get0_description(decoded.get()),
+                     EVP_PKEY_get0_description(original.get()));
+        EXPECT_EQ(EVP_PKEY_get_bits(decoded.get()), c.bits);
+        EXPECT_EQ(EVP_PKEY_eq(decoded.get(), original.get()), 1);
+        // Encoded again as it came: named curve or explicit parameters, compressed or not.
+        EXPECT_EQ(public_key_der(decoded.get()), spki);
+        // Room for an ECDSA signature on that curve (what libssl sizes its buffers by).
+        EXPECT_EQ(EVP_PKEY_get_size(decoded.get()), EVP_PKEY_get_size(original.get()));
+    }
+}
+
+TEST(PkiEcKeys, DecodedKeysCompareByPointAndPrintTheirCurve) {
+    turn_on();
+    const EvpPkeyPtr a = decode_public_key(public_key_der(provider_key("P-256").get()));
+    const EvpPkeyPtr a_again = decode_public_key(public_key_der(a.get()));
+    const EvpPkeyPtr b = decode_public_key(public_key_der(provider_key("P-256").get()));
+    const EvpPkeyPtr other_curve = decode_public_key(public_key_der(provider_key("P-384").get()));
+    ASSERT_TRUE(a && a_again && b && other_curve);
+    EXPECT_EQ(EVP_PKEY_eq(a.get(), a_again.get()), 1);
+    EXPECT_EQ(EVP_PKEY_eq(a.get(), b.get()), 0);
+    EXPECT_NE(EVP_PKEY_eq(a.get(), other_curve.get()), 1);
+
+    const BioPtr out{BIO_new(BIO_s_mem())};
+    ASSERT_EQ(EVP_PKEY_print_public(out.get(), a.get(), 2, nullptr), 1);
+    char* text = nullptr;
+    const long length = BIO_get_mem_data(out.get(), &text);
+    const std::string printed(text, static_cast<std::size_t>(length));
+    EXPECT_NE(printed.find("Public-Key: (256 bit)"), std::string::npos) << printed;
+    EXPECT_NE(printed.find("pub:\n      04:"), std::string::npos) << printed;  // the point
+    EXPECT_NE(printed.find("prime256v1"), std::string::npos) << printed;
+}
+
+TEST(PkiEcKeys, MalformedKeysAreRefused) {
+    turn_on();
+    std::vector<std::uint8_t> spki = public_key_der(provider_key("P-256").get());
+    ASSERT_GE(spki.size(), 65U);
+    // The point cut short, and a point whose first byte names no encoding (0x02/0x03 compressed,
+    // 0x04 uncompressed, 0x06/0x07 hybrid).
+    std::vector<std::uint8_t> short_point = spki;
+    short_point.pop_back();
+    EXPECT_FALSE(decode_public_key(short_point));
+    std::vector<std::uint8_t> bad_form = spki;
+    bad_form[bad_form.size() - 65] = 0x08;
+    EXPECT_FALSE(decode_public_key(bad_form));
+    // A curve OID OpenSSL does not know (prime256v1's last arc changed).
+    const std::vector<std::uint8_t> p256_oid = {0x06, 0x08, 0x2a, 0x86, 0x48,
+                                                0xce, 0x3d, 0x03, 0x01, 0x07};
+    const auto oid = std::search(spki.begin(), spki.end(), p256_oid.begin(), p256_oid.end());
+    ASSERT_NE(oid, spki.end());
+    std::vector<std::uint8_t> unknown_curve = spki;
+    unknown_curve[static_cast<std::size_t>(oid - spki.begin()) + p256_oid.size() - 1] = 0x7f;
+    EXPECT_FALSE(decode_public_key(unknown_curve));
 }
 
 // Mutual TLS against the hub's own client verification, tickets on as the device endpoint has

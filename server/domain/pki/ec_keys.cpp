@@ -5,7 +5,10 @@
 #include <openssl/engine.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -47,6 +50,182 @@ std::string openssl_reason(const char* what) {
     return text;
 }
 
+// ---- certificate keys on shared curves ----
+//
+// OpenSSL's built-in decoder (eckey_pub_decode) builds the key's curve from scratch for every
+// certificate it decodes: EC_KEY_new_by_curve_name, two Montgomery setups with a modular inverse
+// each, ~5% of the hub's CPU in a handshake benchmark (the certificate on the wire, the session
+// in each ticket issued and presented). The decoder below copies a curve built once instead; the
+// key it makes is the one OpenSSL's makes (same method, same group, same point checks).
+// EVP_PKEY_asn1_set_public replaces all six public-key functions, so the other five are written
+// out here as OpenSSL's are (crypto/ec/ec_ameth.c), with public calls.
+
+struct SharedGroup {
+    int nid;
+    EC_GROUP* group;
+};
+std::array<SharedGroup, 3> g_groups{
+    {{NID_X9_62_prime256v1, nullptr}, {NID_secp384r1, nullptr}, {NID_secp521r1, nullptr}}};
+bool g_shared_groups = false;
+
+const EC_GROUP* shared_group(int nid) {
+    for (const auto& shared : g_groups) {
+        if (shared.nid == nid) return shared.group;
+    }
+    return nullptr;
+}
+
+// The key's curve from the AlgorithmIdentifier parameters: a named curve (copied from the shared
+// group when there is one) or explicit parameters (decoded, as OpenSSL does).
+EC_KEY* key_on_curve(int parameter_type, const void* parameters) {
+    if (parameter_type == V_ASN1_OBJECT) {
+        const int nid = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(parameters));
+        const EC_GROUP* group = shared_group(nid);
+        if (group == nullptr) return EC_KEY_new_by_curve_name(nid);
+        EC_KEY* key = EC_KEY_new();
+        if (key != nullptr && EC_KEY_set_group(key, group) == 1) return key;
+        EC_KEY_free(key);
+        return nullptr;
+    }
+    if (parameter_type == V_ASN1_SEQUENCE) {
+        const auto* encoded = static_cast<const ASN1_STRING*>(parameters);
+        const unsigned char* p = ASN1_STRING_get0_data(encoded);
+        return d2i_ECParameters(nullptr, &p, ASN1_STRING_length(encoded));
+    }
+    return nullptr;
+}
+
+int pub_decode(EVP_PKEY* pkey, const X509_PUBKEY* pubkey) {
+    const unsigned char* point = nullptr;
+    int length = 0;
+    X509_ALGOR* algorithm = nullptr;
+    if (X509_PUBKEY_get0_param(nullptr, &point, &length, &algorithm, pubkey) != 1) return 0;
+    int parameter_type = 0;
+    const void* parameters = nullptr;
+    X509_ALGOR_get0(nullptr, &parameter_type, &parameters, algorithm);
+    EC_KEY* key = key_on_curve(parameter_type, parameters);
+    if (key == nullptr || o2i_ECPublicKey(&key, &point, length) == nullptr) {
+        EC_KEY_free(key);
+        ERR_raise(ERR_LIB_EC, EC_R_DECODE_ERROR);
+        return 0;
+    }
+    if (EVP_PKEY_assign_EC_KEY(pkey, key) != 1) {
+        EC_KEY_free(key);
+        return 0;
+    }
+    return 1;
+}
+
+int pub_encode(X509_PUBKEY* pubkey, const EVP_PKEY* pkey) {
+    const EC_KEY* key = EVP_PKEY_get0_EC_KEY(pkey);
+    const EC_GROUP* group = key != nullptr ? EC_KEY_get0_group(key) : nullptr;
+    if (group == nullptr) {
+        ERR_raise(ERR_LIB_EC, EC_R_MISSING_PARAMETERS);
+        return 0;
+    }
+    int parameter_type = V_ASN1_OBJECT;
+    void* parameters = nullptr;
+    const int nid = EC_GROUP_get_curve_name(group);
+    if (EC_GROUP_get_asn1_flag(group) != 0 && nid != NID_undef) {
+        ASN1_OBJECT* oid = OBJ_nid2obj(nid);
+        if (oid == nullptr || OBJ_length(oid) == 0) {
+            ERR_raise(ERR_LIB_EC, EC_R_MISSING_OID);
+            return 0;
+        }
+        parameters = oid;
+    } else {
+        unsigned char* der = nullptr;
+        const int der_length = i2d_ECParameters(key, &der);
+        ASN1_STRING* encoded = der_length > 0 ? ASN1_STRING_new() : nullptr;
+        if (encoded == nullptr) {
+            OPENSSL_free(der);
+            ERR_raise(ERR_LIB_EC, ERR_R_EC_LIB);
+            return 0;
+        }
+        ASN1_STRING_set0(encoded, der, der_length);
+        parameter_type = V_ASN1_SEQUENCE;
+        parameters = encoded;
+    }
+    unsigned char* point = nullptr;
+    const int point_length = i2o_ECPublicKey(key, &point);
+    if (point_length > 0 && X509_PUBKEY_set0_param(pubkey, OBJ_nid2obj(EVP_PKEY_EC), parameter_type,
+                                                   parameters, point, point_length) == 1) {
+        return 1;
+    }
+    if (parameter_type == V_ASN1_SEQUENCE) ASN1_STRING_free(static_cast<ASN1_STRING*>(parameters));
+    OPENSSL_free(point);
+    return 0;
+}
+
+int pub_cmp(const EVP_PKEY* a, const EVP_PKEY* b) {
+    const EC_KEY* key_a = EVP_PKEY_get0_EC_KEY(a);
+    const EC_KEY* key_b = EVP_PKEY_get0_EC_KEY(b);
+    const EC_GROUP* group = key_b != nullptr ? EC_KEY_get0_group(key_b) : nullptr;
+    const EC_POINT* point_a = key_a != nullptr ? EC_KEY_get0_public_key(key_a) : nullptr;
+    const EC_POINT* point_b = key_b != nullptr ? EC_KEY_get0_public_key(key_b) : nullptr;
+    if (group == nullptr || point_a == nullptr || point_b == nullptr) return -2;
+    switch (EC_POINT_cmp(group, point_a, point_b, nullptr)) {
+        case 0:
+            return 1;
+        case 1:
+            return 0;
+        default:
+            return -2;
+    }
+}
+
+int pub_print(BIO* out, const EVP_PKEY* pkey, int indent, ASN1_PCTX* /*context*/) {
+    const EC_KEY* key = EVP_PKEY_get0_EC_KEY(pkey);
+    const EC_GROUP* group = key != nullptr ? EC_KEY_get0_group(key) : nullptr;
+    if (group == nullptr) return 0;
+    unsigned char* point = nullptr;
+    const std::size_t point_length =
+        EC_KEY_key2buf(key, EC_KEY_get_conv_form(key), &point, nullptr);
+    const bool ok =
+        BIO_indent(out, indent, 128) == 1 &&
+        BIO_printf(out, "Public-Key: (%d bit)\n", EC_GROUP_order_bits(group)) > 0 &&
+        (point_length == 0 || (BIO_indent(out, indent, 128) == 1 && BIO_printf(out, "pub:\n") > 0 &&
+                               ASN1_buf_print(out, point, point_length, indent + 4) == 1)) &&
+        ECPKParameters_print(out, group, indent) == 1;
+    OPENSSL_free(point);
+    return ok ? 1 : 0;
+}
+
+int pkey_size(const EVP_PKEY* pkey) { return ECDSA_size(EVP_PKEY_get0_EC_KEY(pkey)); }
+
+int pkey_bits(const EVP_PKEY* pkey) {
+    const EC_KEY* key = EVP_PKEY_get0_EC_KEY(pkey);
+    const EC_GROUP* group = key != nullptr ? EC_KEY_get0_group(key) : nullptr;
+    return group != nullptr ? EC_GROUP_order_bits(group) : 0;
+}
+
+// Registers the decoder above in front of OpenSSL's own EC public-key method (an application
+// method of the same type is found first). False, with nothing registered, when anything fails.
+bool install_shared_groups() {
+    for (auto& shared : g_groups) {
+        shared.group = EC_GROUP_new_by_curve_name(shared.nid);
+        if (shared.group == nullptr) return false;
+    }
+    const EVP_PKEY_ASN1_METHOD* builtin = EVP_PKEY_asn1_find(nullptr, EVP_PKEY_EC);
+    if (builtin == nullptr) return false;
+    int id = 0;
+    int base_id = 0;
+    int flags = 0;
+    const char* info = nullptr;
+    const char* pem = nullptr;
+    if (EVP_PKEY_asn1_get0_info(&id, &base_id, &flags, &info, &pem, builtin) != 1) return false;
+    EVP_PKEY_ASN1_METHOD* method = EVP_PKEY_asn1_new(id, flags, pem, info);
+    if (method == nullptr) return false;
+    EVP_PKEY_asn1_copy(method, builtin);
+    EVP_PKEY_asn1_set_public(method, pub_decode, pub_encode, pub_cmp, pub_print, pkey_size,
+                             pkey_bits);
+    if (EVP_PKEY_asn1_add0(method) != 1) {
+        EVP_PKEY_asn1_free(method);
+        return false;
+    }
+    return true;  // OpenSSL keeps the method until exit
+}
+
 void install() {
     if (EVP_default_properties_is_fips_enabled(nullptr) != 0) {
         g_why = "OpenSSL is in FIPS mode";
@@ -82,6 +261,8 @@ void install() {
     ENGINE_free(engine);
     if (registered) {
         g_in_use = EcKeys::kLegacy;
+        g_shared_groups = install_shared_groups();
+        if (!g_shared_groups) ERR_clear_error();  // decoding stays with OpenSSL's own decoder
     } else {
         g_ec_method = nullptr;
     }
@@ -96,6 +277,8 @@ EcKeys use_legacy_ec_keys(std::string* why) {
 }
 
 EcKeys ec_keys_in_use() { return g_in_use.load(); }
+
+bool ec_curves_shared() { return ec_keys_in_use() == EcKeys::kLegacy && g_shared_groups; }
 
 bool legacy_ec_keys_pay_off() { return OpenSSL_version_num() < 0x30200000UL; }
 
