@@ -704,6 +704,57 @@ TEST_F(Provisioning, APlainFirstConnectionIsProvisionedInOneStatement) {
     });
 }
 
+// The attempts reach PostgreSQL as JSON text the repository writes itself: every field arrives as
+// it was, the peer's names with quotes, backslashes and non-ASCII letters, invalid UTF-8 replaced
+// (U+FFFD), every byte value of the DER.
+TEST_F(Provisioning, EveryFieldOfAnAttemptReachesTheRowsItWrites) {
+    using std::chrono::seconds;
+    auto first = request("dev-\"quoted\"\\back\tslash-\xc3\xa9", "FIELDS1");
+    first.certificate.der.clear();
+    for (int byte = 0; byte < 256; ++byte) {
+        first.certificate.der.push_back(static_cast<std::uint8_t>(byte));
+    }
+    first.certificate.not_before = Clock::time_point(seconds(1700000000));
+    first.certificate.not_after = Clock::time_point(seconds(1900000001));
+    first.certificate.serial = "-1234567890123456789012345678901234567890";
+    first.certificate.ski = "";
+    first.remote_address = "[::1]:5000";
+    auto second = request("dev-\xff-invalid", "FIELDS2");
+    const auto out = batch({first, second});
+    ASSERT_EQ(out.size(), 2u);
+    ASSERT_TRUE(out[0].provisioned.has_value());
+    ASSERT_TRUE(out[1].provisioned.has_value());
+    EXPECT_EQ(out[0].provisioned->identifier, first.identifier);
+    EXPECT_EQ(out[1].provisioned->identifier, "dev-\xef\xbf\xbd-invalid");
+    db_.autocommit([&](Tx& tx) {
+        const auto cert = tx->exec_params1(
+            "SELECT encode(der, 'hex'), extract(epoch FROM not_before)::bigint, "
+            "extract(epoch FROM not_after)::bigint, serial, ski IS NULL, aki, "
+            "public_key_fingerprint FROM device_certificates WHERE fingerprint = 'FIELDS1'");
+        std::string hex;
+        for (int byte = 0; byte < 256; ++byte) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            hex.push_back(kHex[byte >> 4]);
+            hex.push_back(kHex[byte & 0x0f]);
+        }
+        EXPECT_EQ(cert[0].as<std::string>(), hex);
+        EXPECT_EQ(cert[1].as<std::int64_t>(), 1700000000);
+        EXPECT_EQ(cert[2].as<std::int64_t>(), 1900000001);
+        EXPECT_EQ(cert[3].as<std::string>(), first.certificate.serial);
+        EXPECT_TRUE(cert[4].as<bool>());
+        EXPECT_EQ(cert[5].as<std::string>(), "JITP:SKI");
+        EXPECT_EQ(cert[6].as<std::string>(), "KEY:FIELDS1");
+        EXPECT_EQ(tx->exec_params1("SELECT remote_address FROM device_connections WHERE id = $1",
+                                   *out[0].provisioned->connection_id)[0]
+                      .as<std::string>(),
+                  "[::1]:5000");
+        EXPECT_EQ(tx->exec1("SELECT count(*) FROM devices WHERE identifier = "
+                            "'dev-\"quoted\"\\back' || chr(9) || 'slash-\xc3\xa9'")[0]
+                      .as<std::int64_t>(),
+                  1);
+    });
+}
+
 TEST_F(Provisioning, AnythingButThePlainCaseIsLeftToTheTransaction) {
     const auto devices_before = count("SELECT count(*) FROM devices");
     const auto audit_before = count("SELECT count(*) FROM audit_logs");
