@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 #include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -13,6 +15,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "server/domain/pki/openssl_ptr.hpp"
@@ -234,6 +237,109 @@ TEST(PkiEcKeys, MalformedKeysAreRefused) {
     unknown_curve[static_cast<std::size_t>(oid - spki.begin()) + p256_oid.size() - 1] = 0x7f;
     EXPECT_FALSE(decode_public_key(unknown_curve));
 }
+
+// EC_KEY calls read what the built-in method made (deprecated in OpenSSL 3, as the method is).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+// An EC context of the built-in method (what libssl gets for a key share once the ENGINE is on).
+EvpPkeyCtxPtr builtin_ctx() {
+    return EvpPkeyCtxPtr{EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr)};
+}
+
+int curve_of(EVP_PKEY* key) {
+    const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(key);
+    const EC_GROUP* group = ec != nullptr ? EC_KEY_get0_group(ec) : nullptr;
+    return group != nullptr ? EC_GROUP_get_curve_name(group) : NID_undef;
+}
+
+std::vector<std::uint8_t> derive(EVP_PKEY* mine, EVP_PKEY* peer) {
+    const EvpPkeyCtxPtr ctx{EVP_PKEY_CTX_new(mine, nullptr)};
+    std::size_t length = 0;
+    if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
+        EVP_PKEY_derive_set_peer(ctx.get(), peer) != 1 ||
+        EVP_PKEY_derive(ctx.get(), nullptr, &length) != 1) {
+        return {};
+    }
+    std::vector<std::uint8_t> secret(length);
+    if (EVP_PKEY_derive(ctx.get(), secret.data(), &length) != 1) return {};
+    secret.resize(length);
+    return secret;
+}
+
+// libssl's key share (names as libssl gives them): parameters for a named group, a key pair on
+// them, the peer's point set from its encoding, a shared secret. Through the shared curves for
+// P-256/384/521, through OpenSSL's own control for the others; the same keys either way.
+TEST(PkiEcKeys, KeySharesOnEveryCurveAgreeOnTheSecret) {
+    turn_on();
+    ASSERT_TRUE(ec_curves_shared());
+    for (const auto& [name, nid, bits] :
+         {std::tuple{"prime256v1", NID_X9_62_prime256v1, 256},
+          std::tuple{"secp384r1", NID_secp384r1, 384}, std::tuple{"secp521r1", NID_secp521r1, 521},
+          std::tuple{"secp256k1", NID_secp256k1, 256}}) {
+        SCOPED_TRACE(name);
+        // Parameters, then a key from them (ssl_generate_param_group, then ssl_generate_pkey).
+        const EvpPkeyCtxPtr params_ctx = builtin_ctx();
+        ASSERT_TRUE(params_ctx);
+        ASSERT_EQ(EVP_PKEY_paramgen_init(params_ctx.get()), 1);
+        ASSERT_EQ(EVP_PKEY_CTX_set_group_name(params_ctx.get(), name), 1);
+        EVP_PKEY* raw = nullptr;
+        ASSERT_EQ(EVP_PKEY_paramgen(params_ctx.get(), &raw), 1);
+        const EvpPkeyPtr params{raw};
+        EXPECT_EQ(curve_of(params.get()), nid);
+        const EvpPkeyCtxPtr from_params{EVP_PKEY_CTX_new(params.get(), nullptr)};
+        ASSERT_EQ(EVP_PKEY_keygen_init(from_params.get()), 1);
+        raw = nullptr;
+        ASSERT_EQ(EVP_PKEY_keygen(from_params.get(), &raw), 1);
+        const EvpPkeyPtr mine{raw};
+        // A key straight from a named group (a client's key share).
+        const EvpPkeyCtxPtr named = builtin_ctx();
+        ASSERT_EQ(EVP_PKEY_keygen_init(named.get()), 1);
+        ASSERT_EQ(EVP_PKEY_CTX_set_group_name(named.get(), name), 1);
+        raw = nullptr;
+        ASSERT_EQ(EVP_PKEY_keygen(named.get(), &raw), 1);
+        const EvpPkeyPtr peer{raw};
+        for (EVP_PKEY* key : {mine.get(), peer.get()}) {
+            EXPECT_EQ(curve_of(key), nid);
+            EXPECT_EQ(EVP_PKEY_get_bits(key), bits);
+            EXPECT_EQ(EC_KEY_check_key(EVP_PKEY_get0_EC_KEY(key)), 1);
+        }
+        EXPECT_EQ(EVP_PKEY_eq(mine.get(), peer.get()), 0);
+        // The peer's point as it travels (the key share's encoding) set on our parameters.
+        unsigned char* point = nullptr;
+        const std::size_t point_length = EVP_PKEY_get1_encoded_public_key(peer.get(), &point);
+        ASSERT_GT(point_length, 0U);
+        const EvpPkeyPtr received{EVP_PKEY_new()};
+        ASSERT_EQ(EVP_PKEY_copy_parameters(received.get(), params.get()), 1);
+        EXPECT_EQ(EVP_PKEY_set1_encoded_public_key(received.get(), point, point_length), 1);
+        OPENSSL_free(point);
+        const std::vector<std::uint8_t> ours = derive(mine.get(), received.get());
+        EXPECT_FALSE(ours.empty());
+        EXPECT_EQ(ours, derive(peer.get(), mine.get()));
+    }
+}
+
+TEST(PkiEcKeys, OtherControlsAfterASharedCurveStillApply) {
+    turn_on();
+    // Explicit parameters asked for after the curve: OpenSSL's control gets the curve first.
+    const EvpPkeyCtxPtr ctx = builtin_ctx();
+    ASSERT_EQ(EVP_PKEY_paramgen_init(ctx.get()), 1);
+    ASSERT_EQ(EVP_PKEY_CTX_set_group_name(ctx.get(), "prime256v1"), 1);
+    ASSERT_EQ(EVP_PKEY_CTX_set_ec_param_enc(ctx.get(), OPENSSL_EC_EXPLICIT_CURVE), 1);
+    EVP_PKEY* raw = nullptr;
+    ASSERT_EQ(EVP_PKEY_paramgen(ctx.get(), &raw), 1);
+    const EvpPkeyPtr params{raw};
+    const EC_GROUP* group = EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(params.get()));
+    ASSERT_NE(group, nullptr);
+    EXPECT_EQ(EC_GROUP_get_asn1_flag(group), OPENSSL_EC_EXPLICIT_CURVE);
+    // A curve that is not named anywhere is refused as before.
+    const EvpPkeyCtxPtr unknown = builtin_ctx();
+    ASSERT_EQ(EVP_PKEY_paramgen_init(unknown.get()), 1);
+    EXPECT_NE(EVP_PKEY_CTX_set_ec_paramgen_curve_nid(unknown.get(), NID_sha256), 1);
+    ERR_clear_error();
+}
+
+#pragma GCC diagnostic pop
 
 // Mutual TLS against the hub's own client verification, tickets on as the device endpoint has
 // them: accepted, resumed, and the refusals still refuse.

@@ -199,13 +199,23 @@ int pkey_bits(const EVP_PKEY* pkey) {
     return group != nullptr ? EC_GROUP_order_bits(group) : 0;
 }
 
-// Registers the decoder above in front of OpenSSL's own EC public-key method (an application
-// method of the same type is found first). False, with nothing registered, when anything fails.
-bool install_shared_groups() {
+bool build_shared_groups() {
     for (auto& shared : g_groups) {
         shared.group = EC_GROUP_new_by_curve_name(shared.nid);
-        if (shared.group == nullptr) return false;
+        if (shared.group == nullptr) {
+            for (auto& built : g_groups) {
+                EC_GROUP_free(built.group);
+                built.group = nullptr;
+            }
+            return false;
+        }
     }
+    return true;
+}
+
+// Registers the decoder above in front of OpenSSL's own EC public-key method (an application
+// method of the same type is found first). False, with nothing registered, when anything fails.
+bool install_shared_decoder() {
     const EVP_PKEY_ASN1_METHOD* builtin = EVP_PKEY_asn1_find(nullptr, EVP_PKEY_EC);
     if (builtin == nullptr) return false;
     int id = 0;
@@ -226,6 +236,88 @@ bool install_shared_groups() {
     return true;  // OpenSSL keeps the method until exit
 }
 
+// ---- key shares on shared curves ----
+//
+// libssl makes each ECDHE key share through this method: EVP_PKEY_CTX_set_group_name, which
+// OpenSSL's control answers by building the curve from scratch again (~1.6% of a handshake's
+// CPU), then paramgen or keygen. For the shared curves the control below only remembers the group
+// (in the context's application data, as engine methods keep their state), and paramgen/keygen
+// copy it; anything else on such a context first gives OpenSSL's method its curve as before.
+
+int (*g_original_ctrl)(EVP_PKEY_CTX*, int, int, void*) = nullptr;
+int (*g_original_paramgen)(EVP_PKEY_CTX*, EVP_PKEY*) = nullptr;
+int (*g_original_keygen)(EVP_PKEY_CTX*, EVP_PKEY*) = nullptr;
+
+const EC_GROUP* chosen_group(EVP_PKEY_CTX* ctx) {
+    return static_cast<const EC_GROUP*>(EVP_PKEY_CTX_get_app_data(ctx));
+}
+
+// Hands a remembered curve to OpenSSL's method (which then holds it as if it had been asked).
+int give_curve_to_openssl(EVP_PKEY_CTX* ctx) {
+    const EC_GROUP* group = chosen_group(ctx);
+    if (group == nullptr) return 1;
+    EVP_PKEY_CTX_set_app_data(ctx, nullptr);
+    return g_original_ctrl(ctx, EVP_PKEY_CTRL_EC_PARAMGEN_CURVE_NID, EC_GROUP_get_curve_name(group),
+                           nullptr);
+}
+
+int key_share_ctrl(EVP_PKEY_CTX* ctx, int type, int p1, void* p2) {
+    if (type == EVP_PKEY_CTRL_EC_PARAMGEN_CURVE_NID) {
+        if (const EC_GROUP* group = shared_group(p1)) {
+            EVP_PKEY_CTX_set_app_data(ctx, const_cast<EC_GROUP*>(group));
+            return 1;
+        }
+        EVP_PKEY_CTX_set_app_data(ctx, nullptr);
+        return g_original_ctrl(ctx, type, p1, p2);
+    }
+    if (give_curve_to_openssl(ctx) <= 0) return 0;
+    return g_original_ctrl(ctx, type, p1, p2);
+}
+
+// A new EC key on `group` in `pkey`, with a fresh key pair when `generate`.
+int key_on_group(EVP_PKEY* pkey, const EC_GROUP* group, bool generate) {
+    EC_KEY* key = EC_KEY_new();
+    if (key == nullptr || EC_KEY_set_group(key, group) != 1 ||
+        EVP_PKEY_assign_EC_KEY(pkey, key) != 1) {
+        EC_KEY_free(key);
+        return 0;
+    }
+    return generate ? EC_KEY_generate_key(key) : 1;  // pkey owns the key either way
+}
+
+int key_share_paramgen(EVP_PKEY_CTX* ctx, EVP_PKEY* pkey) {
+    const EC_GROUP* group = chosen_group(ctx);
+    return group != nullptr ? key_on_group(pkey, group, false) : g_original_paramgen(ctx, pkey);
+}
+
+int key_share_keygen(EVP_PKEY_CTX* ctx, EVP_PKEY* pkey) {
+    const EC_GROUP* group = chosen_group(ctx);
+    // A context made from a key generates on that key's curve, as OpenSSL's keygen does.
+    if (group == nullptr || EVP_PKEY_CTX_get0_pkey(ctx) != nullptr) {
+        if (give_curve_to_openssl(ctx) <= 0) return 0;
+        return g_original_keygen(ctx, pkey);
+    }
+    return key_on_group(pkey, group, true);
+}
+
+// Wraps the method's control, paramgen and keygen as above. (OpenSSL 3.0 cannot duplicate a
+// paramgen or keygen context, so the remembered curve never needs copying.)
+void share_key_share_curves(EVP_PKEY_METHOD* method) {
+    int (*ctrl_str)(EVP_PKEY_CTX*, const char*, const char*) = nullptr;
+    EVP_PKEY_meth_get_ctrl(method, &g_original_ctrl, &ctrl_str);
+    int (*paramgen_init)(EVP_PKEY_CTX*) = nullptr;
+    int (*keygen_init)(EVP_PKEY_CTX*) = nullptr;
+    EVP_PKEY_meth_get_paramgen(method, &paramgen_init, &g_original_paramgen);
+    EVP_PKEY_meth_get_keygen(method, &keygen_init, &g_original_keygen);
+    if (g_original_ctrl == nullptr || g_original_paramgen == nullptr ||
+        g_original_keygen == nullptr) {
+        return;
+    }
+    EVP_PKEY_meth_set_ctrl(method, key_share_ctrl, ctrl_str);
+    EVP_PKEY_meth_set_paramgen(method, paramgen_init, key_share_paramgen);
+    EVP_PKEY_meth_set_keygen(method, keygen_init, key_share_keygen);
+}
+
 void install() {
     if (EVP_default_properties_is_fips_enabled(nullptr) != 0) {
         g_why = "OpenSSL is in FIPS mode";
@@ -242,6 +334,9 @@ void install() {
         return;
     }
     EVP_PKEY_meth_copy(g_ec_method, builtin);
+    // The curves are built before the method is in use (a key share made through it needs them).
+    const bool curves = build_shared_groups();
+    if (curves) share_key_share_curves(g_ec_method);
     ENGINE* engine = ENGINE_new();
     if (engine == nullptr || ENGINE_set_id(engine, "otahub-ec") != 1 ||
         ENGINE_set_name(engine, "otahub: OpenSSL's built-in EC key method") != 1 ||
@@ -261,7 +356,7 @@ void install() {
     ENGINE_free(engine);
     if (registered) {
         g_in_use = EcKeys::kLegacy;
-        g_shared_groups = install_shared_groups();
+        g_shared_groups = curves && install_shared_decoder();
         if (!g_shared_groups) ERR_clear_error();  // decoding stays with OpenSSL's own decoder
     } else {
         g_ec_method = nullptr;

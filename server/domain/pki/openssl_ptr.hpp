@@ -37,6 +37,9 @@ using X509StoreCtxPtr =
 using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, OpensslDeleter<EVP_PKEY, EVP_PKEY_free>>;
 /// Owned `EVP_MD_CTX`.
 using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, OpensslDeleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
+/// Owns an EVP_PKEY_CTX.
+using EvpPkeyCtxPtr =
+    std::unique_ptr<EVP_PKEY_CTX, OpensslDeleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
 /// Owned `BIGNUM`.
 using BignumPtr = std::unique_ptr<BIGNUM, OpensslDeleter<BIGNUM, BN_free>>;
 /// Owned `ASN1_INTEGER`.
