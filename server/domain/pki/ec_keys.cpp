@@ -76,7 +76,8 @@ const EC_GROUP* shared_group(int nid) {
 }
 
 // The key's curve from the AlgorithmIdentifier parameters: a named curve (copied from the shared
-// group when there is one) or explicit parameters (decoded, as OpenSSL does).
+// group when there is one) or explicit parameters (decoded, as OpenSSL does). In OpenSSL's default
+// library context, the only one the hub uses (OpenSSL's decoder takes the certificate's).
 EC_KEY* key_on_curve(int parameter_type, const void* parameters) {
     if (parameter_type == V_ASN1_OBJECT) {
         const int nid = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(parameters));

@@ -33,7 +33,8 @@ EcKeys ec_keys_in_use();
 /// Whether certificate keys decoded by the built-in method copy their curve (P-256, P-384,
 /// P-521) from one built at start instead of building it for each certificate (OpenSSL's own
 /// decoder does; ~5% of a device handshake's CPU). Part of `use_legacy_ec_keys`; false before it
-/// or when that registration failed (decoding then stays with OpenSSL's decoder).
+/// or when that registration failed (decoding then stays with OpenSSL's decoder). ECDHE key
+/// shares made through the method copy the same curves whenever they could be built.
 bool ec_curves_shared();
 
 /// Whether the running OpenSSL rebuilds its decoders for every key, which is what
