@@ -332,6 +332,18 @@ TEST(PkiEcKeys, OtherControlsAfterASharedCurveStillApply) {
     const EC_GROUP* group = EC_KEY_get0_group(EVP_PKEY_get0_EC_KEY(params.get()));
     ASSERT_NE(group, nullptr);
     EXPECT_EQ(EC_GROUP_get_asn1_flag(group), OPENSSL_EC_EXPLICIT_CURVE);
+    // A context whose application data is someone else's keeps it, and still gets its curve.
+    int owner_data = 0;
+    const EvpPkeyCtxPtr owned = builtin_ctx();
+    ASSERT_EQ(EVP_PKEY_paramgen_init(owned.get()), 1);
+    EVP_PKEY_CTX_set_app_data(owned.get(), &owner_data);
+    ASSERT_EQ(EVP_PKEY_CTX_set_group_name(owned.get(), "prime256v1"), 1);
+    EXPECT_EQ(EVP_PKEY_CTX_get_app_data(owned.get()), &owner_data);
+    raw = nullptr;
+    ASSERT_EQ(EVP_PKEY_paramgen(owned.get(), &raw), 1);
+    const EvpPkeyPtr owned_params{raw};
+    EXPECT_EQ(curve_of(owned_params.get()), NID_X9_62_prime256v1);
+    EXPECT_EQ(EVP_PKEY_CTX_get_app_data(owned.get()), &owner_data);
     // A curve that is not named anywhere is refused as before.
     const EvpPkeyCtxPtr unknown = builtin_ctx();
     ASSERT_EQ(EVP_PKEY_paramgen_init(unknown.get()), 1);

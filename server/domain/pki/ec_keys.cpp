@@ -8,6 +8,7 @@
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <memory>
@@ -75,6 +76,14 @@ const EC_GROUP* shared_group(int nid) {
     return nullptr;
 }
 
+// An empty EC key on a copy of `group`; nullptr on failure.
+EC_KEY* key_with_group(const EC_GROUP* group) {
+    EC_KEY* key = EC_KEY_new();
+    if (key != nullptr && EC_KEY_set_group(key, group) == 1) return key;
+    EC_KEY_free(key);
+    return nullptr;
+}
+
 // The key's curve from the AlgorithmIdentifier parameters: a named curve (copied from the shared
 // group when there is one) or explicit parameters (decoded, as OpenSSL does). In OpenSSL's default
 // library context, the only one the hub uses (OpenSSL's decoder takes the certificate's).
@@ -82,11 +91,7 @@ EC_KEY* key_on_curve(int parameter_type, const void* parameters) {
     if (parameter_type == V_ASN1_OBJECT) {
         const int nid = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(parameters));
         const EC_GROUP* group = shared_group(nid);
-        if (group == nullptr) return EC_KEY_new_by_curve_name(nid);
-        EC_KEY* key = EC_KEY_new();
-        if (key != nullptr && EC_KEY_set_group(key, group) == 1) return key;
-        EC_KEY_free(key);
-        return nullptr;
+        return group != nullptr ? key_with_group(group) : EC_KEY_new_by_curve_name(nid);
     }
     if (parameter_type == V_ASN1_SEQUENCE) {
         const auto* encoded = static_cast<const ASN1_STRING*>(parameters);
@@ -242,15 +247,24 @@ bool install_shared_decoder() {
 // libssl makes each ECDHE key share through this method: EVP_PKEY_CTX_set_group_name, which
 // OpenSSL's control answers by building the curve from scratch again (~1.6% of a handshake's
 // CPU), then paramgen or keygen. For the shared curves the control below only remembers the group
-// (in the context's application data, as engine methods keep their state), and paramgen/keygen
-// copy it; anything else on such a context first gives OpenSSL's method its curve as before.
+// (in the context's application data, as engine methods keep their state; a context whose
+// application data someone else set goes OpenSSL's way), and paramgen/keygen copy it; anything
+// else on such a context first gives OpenSSL's method its curve as before.
 
 int (*g_original_ctrl)(EVP_PKEY_CTX*, int, int, void*) = nullptr;
 int (*g_original_paramgen)(EVP_PKEY_CTX*, EVP_PKEY*) = nullptr;
 int (*g_original_keygen)(EVP_PKEY_CTX*, EVP_PKEY*) = nullptr;
 
+bool is_shared_group(const void* group) {
+    return std::any_of(g_groups.begin(), g_groups.end(),
+                       [group](const SharedGroup& shared) { return shared.group == group; });
+}
+
+// The shared curve remembered for `ctx`; nullptr when none, or when the application data is
+// someone else's (then this method never touches it).
 const EC_GROUP* chosen_group(EVP_PKEY_CTX* ctx) {
-    return static_cast<const EC_GROUP*>(EVP_PKEY_CTX_get_app_data(ctx));
+    void* data = EVP_PKEY_CTX_get_app_data(ctx);
+    return is_shared_group(data) ? static_cast<const EC_GROUP*>(data) : nullptr;
 }
 
 // Hands a remembered curve to OpenSSL's method (which then holds it as if it had been asked).
@@ -264,11 +278,13 @@ int give_curve_to_openssl(EVP_PKEY_CTX* ctx) {
 
 int key_share_ctrl(EVP_PKEY_CTX* ctx, int type, int p1, void* p2) {
     if (type == EVP_PKEY_CTRL_EC_PARAMGEN_CURVE_NID) {
-        if (const EC_GROUP* group = shared_group(p1)) {
+        void* data = EVP_PKEY_CTX_get_app_data(ctx);
+        const bool ours = data == nullptr || is_shared_group(data);
+        if (const EC_GROUP* group = shared_group(p1); group != nullptr && ours) {
             EVP_PKEY_CTX_set_app_data(ctx, const_cast<EC_GROUP*>(group));
             return 1;
         }
-        EVP_PKEY_CTX_set_app_data(ctx, nullptr);
+        if (ours) EVP_PKEY_CTX_set_app_data(ctx, nullptr);
         return g_original_ctrl(ctx, type, p1, p2);
     }
     if (give_curve_to_openssl(ctx) <= 0) return 0;
@@ -277,9 +293,8 @@ int key_share_ctrl(EVP_PKEY_CTX* ctx, int type, int p1, void* p2) {
 
 // A new EC key on `group` in `pkey`, with a fresh key pair when `generate`.
 int key_on_group(EVP_PKEY* pkey, const EC_GROUP* group, bool generate) {
-    EC_KEY* key = EC_KEY_new();
-    if (key == nullptr || EC_KEY_set_group(key, group) != 1 ||
-        EVP_PKEY_assign_EC_KEY(pkey, key) != 1) {
+    EC_KEY* key = key_with_group(group);
+    if (key == nullptr || EVP_PKEY_assign_EC_KEY(pkey, key) != 1) {
         EC_KEY_free(key);
         return 0;
     }
