@@ -7,7 +7,7 @@
 namespace otahub::db {
 
 ConnectionBatcher::ConnectionBatcher(Database& db, std::string node_id, std::string event,
-                                     std::size_t max_batch)
+                                     Post post, std::size_t max_batch)
     : StatementBatcher(
           db,
           [node = std::move(node_id), event = std::move(event)](
@@ -20,6 +20,6 @@ ConnectionBatcher::ConnectionBatcher(Database& db, std::string node_id, std::str
                                               "i" + org + a.identifier,
                                               "k" + org + a.certificate.public_key_fingerprint};
           },
-          max_batch) {}
+          std::move(post), max_batch) {}
 
 }  // namespace otahub::db

@@ -15,9 +15,9 @@ class ConnectionBatcher
     : public StatementBatcher<devices::ConnectionAttempt, devices::CheckOrProvision> {
   public:
     /// Connections are opened on node `node_id`; a known certificate's NOTIFYs `event` (a JSON
-    /// object; the statement adds `connection_id` and `device_id`). `max_batch` attempts at most
-    /// per statement.
-    ConnectionBatcher(Database& db, std::string node_id, std::string event,
+    /// object; the statement adds `connection_id` and `device_id`). Statements run through
+    /// `post` (the worker pool); `max_batch` attempts at most per statement.
+    ConnectionBatcher(Database& db, std::string node_id, std::string event, Post post,
                       std::size_t max_batch = 64);
 
     std::size_t attempts() const { return items(); }

@@ -1,10 +1,10 @@
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -20,8 +20,11 @@ namespace otahub::db {
 /// Runs the same statement for the items that arrive together as one statement over all of them:
 /// in a storm of device connections PostgreSQL then executes, locks and commits once per batch
 /// instead of once per item, and the caller's side sends and reads one message. There is no timer
-/// and no thread of its own: the first caller finding no batch in flight runs one with everything
-/// queued (the leader), the others wait for it; an item alone is run at once. Items that share a
+/// and no thread of its own: an item that finds no batch in flight starts one on the worker pool
+/// (`Post`), and that job runs batches of everything queued until the queue is empty; an item
+/// alone is run at once. A caller waits for its answer without holding a worker thread, so a batch
+/// takes every connection that arrived while the one before it ran, however few threads the pool
+/// has (with callers blocking on the pool, batches were bounded by its size). Items that share a
 /// key (`keys`) go to separate batches, so a statement can match its rows to items by them.
 template <class Item, class Result>
 class StatementBatcher {
@@ -30,48 +33,42 @@ class StatementBatcher {
     using Run = std::function<std::vector<Result>(Tx&, const std::vector<Item>&)>;
     /// The keys no two items of a batch may share.
     using Keys = std::function<std::vector<std::string>(const Item&)>;
+    /// Runs a job on the worker pool (where blocking database calls are allowed), never inline.
+    using Post = std::function<void(std::function<void()>)>;
+    /// An item's answer: its failure, or (null failure) its result.
+    using Done = std::function<void(std::exception_ptr, std::optional<Result>)>;
 
-    StatementBatcher(Database& db, Run run, Keys keys, std::size_t max_batch = 64)
+    StatementBatcher(Database& db, Run run, Keys keys, Post post, std::size_t max_batch = 64)
         : db_(db),
           run_(std::move(run)),
           keys_(std::move(keys)),
+          post_(std::move(post)),
           max_batch_(max_batch == 0 ? 1 : max_batch) {}
     StatementBatcher(const StatementBatcher&) = delete;
     StatementBatcher& operator=(const StatementBatcher&) = delete;
 
-    /// The result for `item`. Blocking: call on the worker pool. Throws what the statement throws
-    /// for it: Unavailable for the whole batch; any other failure of a batch is retried item by
-    /// item, so one item's fault fails only that item.
-    Result decide(const Item& item) {
-        Slot slot;
-        slot.item = &item;
+    /// Queues `item`; `done` is called once, on the worker thread that ran its batch, with the
+    /// item's result or what the statement threw for it: Unavailable for the whole batch; any
+    /// other failure of a batch is retried item by item, so one item's fault fails only that
+    /// item. `done` must not block; hand the answer on (post it to the caller's executor). The
+    /// batcher must outlive the call of the last `done` (a caller still waiting keeps it alive;
+    /// nothing of the batcher is touched after the last answer). Throws what `Post` throws (the
+    /// item is then not queued).
+    void submit(Item item, Done done) {
+        auto slot = std::make_unique<Slot>(Slot{std::move(item), std::move(done), {}, {}});
         std::unique_lock lock{mutex_};
-        queue_.push_back(&slot);
-        while (!slot.done) {
-            if (leading_) {
-                slot.wake.wait(lock);
-                continue;
-            }
-            leading_ = true;
-            const auto batch = take_locked();
-            ++statements_;
-            items_ += batch.size();
-            lock.unlock();
-            // The slots of `batch` are written by this thread only; their owners read them after
-            // `done` is set under the lock.
-            run(batch);
+        queue_.push_back(std::move(slot));
+        if (leading_) return;  // the running job takes it with the next batch
+        leading_ = true;
+        lock.unlock();
+        try {
+            post_([this] { lead(); });
+        } catch (...) {
             lock.lock();
             leading_ = false;
-            // Wake only the batch's callers, and the next in line to lead (no herd).
-            for (auto* s : batch) {
-                s->done = true;
-                if (s != &slot) s->wake.notify_one();
-            }
-            if (!queue_.empty()) queue_.front()->wake.notify_one();
+            queue_.pop_back();  // nobody took it: only a running job takes items
+            throw;
         }
-        lock.unlock();
-        if (slot.error) std::rethrow_exception(slot.error);
-        return std::move(*slot.result);
     }
 
     /// Statements run and items decided so far (tests).
@@ -86,18 +83,44 @@ class StatementBatcher {
 
   private:
     struct Slot {
-        const Item* item = nullptr;
-        std::optional<Result> result{};
-        std::exception_ptr error{};
-        bool done = false;
-        std::condition_variable wake{};
+        Item item;
+        Done done;
+        std::optional<Result> result;
+        std::exception_ptr error;
     };
+    using Batch = std::vector<std::unique_ptr<Slot>>;
 
-    std::vector<Slot*> take_locked() {
-        std::vector<Slot*> batch;
+    /// The job submit posts: batches until the queue is empty. Answers go out after the queue was
+    /// found empty and `leading_` cleared, so the last answer is the last use of `this`.
+    void lead() {
+        std::unique_lock lock{mutex_};
+        for (;;) {
+            Batch batch = take_locked();
+            ++statements_;
+            items_ += batch.size();
+            lock.unlock();
+            run(batch);
+            lock.lock();
+            const bool more = !queue_.empty();
+            if (!more) leading_ = false;
+            lock.unlock();
+            for (auto& s : batch) {
+                try {
+                    s->done(s->error, std::move(s->result));
+                } catch (...) {
+                    // Its caller cannot be told (no memory to hand the answer on); the others can.
+                }
+            }
+            if (!more) return;
+            lock.lock();
+        }
+    }
+
+    Batch take_locked() {
+        Batch batch;
         std::set<std::string> taken;
         for (auto it = queue_.begin(); it != queue_.end() && batch.size() < max_batch_;) {
-            const auto own = keys_(*(*it)->item);
+            const auto own = keys_((*it)->item);
             bool clash = false;
             for (const auto& k : own) clash = clash || taken.contains(k);
             if (clash) {
@@ -105,17 +128,17 @@ class StatementBatcher {
                 continue;
             }
             taken.insert(own.begin(), own.end());
-            batch.push_back(*it);
+            batch.push_back(std::move(*it));
             it = queue_.erase(it);
         }
         return batch;
     }
 
-    void run(const std::vector<Slot*>& batch) {
+    void run(const Batch& batch) {
         auto run_all = [this](const std::vector<Slot*>& slots) {
             std::vector<Item> items;
             items.reserve(slots.size());
-            for (const auto* s : slots) items.push_back(*s->item);
+            for (const auto* s : slots) items.push_back(s->item);
             std::vector<Result> results;
             db_.autocommit([&](Tx& tx) { results = run_(tx, items); });
             if (results.size() != slots.size()) {
@@ -123,23 +146,26 @@ class StatementBatcher {
             }
             for (std::size_t i = 0; i < slots.size(); ++i) slots[i]->result = std::move(results[i]);
         };
+        std::vector<Slot*> slots;
+        slots.reserve(batch.size());
+        for (const auto& s : batch) slots.push_back(s.get());
         try {
-            run_all(batch);
+            run_all(slots);
             return;
         } catch (const Unavailable&) {
-            for (auto* s : batch) s->error = std::current_exception();
+            for (auto* s : slots) s->error = std::current_exception();
             return;
-        } catch (const std::exception&) {
-            if (batch.size() == 1) {
-                batch.front()->error = std::current_exception();
+        } catch (...) {
+            if (slots.size() == 1) {
+                slots.front()->error = std::current_exception();
                 return;
             }
         }
         // Not the database's reachability: one item's fault, found by running each alone.
-        for (auto* s : batch) {
+        for (auto* s : slots) {
             try {
                 run_all({s});
-            } catch (const std::exception&) {
+            } catch (...) {
                 s->error = std::current_exception();
             }
         }
@@ -148,10 +174,11 @@ class StatementBatcher {
     Database& db_;
     const Run run_;
     const Keys keys_;
+    const Post post_;
     const std::size_t max_batch_;
     mutable std::mutex mutex_;
-    std::deque<Slot*> queue_;
-    bool leading_ = false;
+    std::deque<std::unique_ptr<Slot>> queue_;
+    bool leading_ = false;  // a job is posted or running; it takes everything queued
     std::size_t statements_ = 0;
     std::size_t items_ = 0;
 };

@@ -2,6 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
 #include "db/repositories/audit_repository.hpp"
 #include "db/repositories/ca_certificates_repository.hpp"
 #include "db/repositories/devices_repository.hpp"
@@ -71,7 +78,7 @@ AuthResult authenticate_in(db::Tx& tx, const AuthRequest& request) {
     std::optional<std::int64_t> known_certificate;  // its last use is written on success
 
     // The CA's imported CRL (a listed serial, or no current CRL when the CA's policy refuses)
-    // was checked by authenticate_known's statement a moment before this transaction.
+    // was checked by the batched statement (settle) a moment before this transaction.
 
     if (auto cert = db::devices::find_certificate_by_fingerprint(tx, leaf.fingerprint)) {
         if (cert->revoked) return refuse(403, "certificate revoked");
@@ -174,86 +181,123 @@ db::devices::ConnectionAttempt attempt_of(const AuthRequest& request) {
     return a;
 }
 
-/// A first connection the one-statement JITP created the device for (`made`): admitted, or,
-/// when another connection stored this certificate first (the device is ours and stays), decided
-/// by the transaction as for any known certificate.
-AuthResult admit_provisioned(db::Database& db, const AuthRequest& request,
-                             const db::devices::Provisioned& made) {
-    if (!made.connection_id) {
-        auto result = db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
-        result.provisioned = result.ok;
-        return result;
-    }
-    auto result =
-        admit(made.device_id, made.org_id, made.product_id, made.identifier, *made.connection_id);
-    result.provisioned = true;
-    result.certificate_added = true;
-    return result;
-}
+/// What the batched statement (devices::check_open_or_provision) leaves of a connection's
+/// admission: the answer, or a step that needs the database, to run on the worker pool.
+struct Settled {
+    std::optional<AuthResult> result{};
+    std::function<AuthResult()> rest{};
+};
 
 /// A certificate seen before (the common case: every reconnect) is decided and admitted by one
 /// statement (the checks, then the connection row and NOTIFY when they pass), without a
 /// transaction block, shared with the connections that arrive with it (ConnectionBatcher): 1
 /// round trip (2 before 2026-11-25). When the CA has a JITP profile the same statement also
-/// provisions a never-seen device in the plain case (devices::check_open_or_provision): 1 round
-/// trip for a new device (2 before 2026-12-05). Nullopt when the certificate is not stored, the
-/// CA's CRL does not refuse it and nothing was provisioned: authenticate_in decides (first
-/// connections of registered devices, rotation, JITP that is not plain).
-std::optional<AuthResult> authenticate_known(db::Database& db, db::ConnectionBatcher& batcher,
-                                             const AuthRequest& request) {
+/// provisions a never-seen device in the plain case: 1 round trip for a new device (2 before
+/// 2026-12-05). What it cannot decide goes to authenticate_in's transaction: the certificate is
+/// not stored and the CA's CRL does not refuse it and nothing was provisioned (first connections
+/// of registered devices, rotation, JITP that is not plain), or another connection stored the
+/// certificate the statement was provisioning (the device is ours and stays). Never blocks; throws
+/// when the statement's answer is inconsistent.
+Settled settle(db::Database& db, const AuthRequest& request,
+               const db::devices::CheckOrProvision& decided) {
     const auto& leaf = request.leaf;
-    auto decided = batcher.decide(attempt_of(request));
     const auto& check = decided.check;
-    const auto& made = decided.provisioned;
-    if (made) return admit_provisioned(db, request, *made);
+    if (const auto& made = decided.provisioned) {
+        if (!made->connection_id) {
+            return {std::nullopt, [&db, &request] {
+                        auto result =
+                            db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
+                        result.provisioned = result.ok;
+                        return result;
+                    }};
+        }
+        auto result = admit(made->device_id, made->org_id, made->product_id, made->identifier,
+                            *made->connection_id);
+        result.provisioned = true;
+        result.certificate_added = true;
+        return {std::move(result), {}};
+    }
     auto refusal = known_refusal(check, request.ca.org_id);
     if (check.connection_id && (refusal || !check.certificate)) {
         // The statement's rule (SQL) and known_refusal disagree: believe the refusal.
         spdlog::error("device admission rules disagree cn={} serial={}: connection {} closed",
                       leaf.common_name, leaf.serial, *check.connection_id);
-        db.autocommit([&](db::Tx& tx) {
-            db::devices::close_connection(tx, *check.connection_id, "refused");
-        });
-        return refusal ? std::move(*refusal) : refuse(503, "platform unavailable");
+        auto answer = refusal ? std::move(*refusal) : refuse(503, "platform unavailable");
+        return {std::nullopt, [&db, id = *check.connection_id, answer = std::move(answer)] {
+                    db.autocommit(
+                        [&](db::Tx& tx) { db::devices::close_connection(tx, id, "refused"); });
+                    return answer;
+                }};
     }
-    if (refusal) return refusal;
-    if (!check.certificate) return std::nullopt;
+    if (refusal) return {std::move(refusal), {}};
+    if (!check.certificate) {
+        return {std::nullopt, [&db, &request] {
+                    return db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); });
+                }};
+    }
     if (!check.connection_id) {
         throw std::runtime_error("device admission rules disagree: admitted but not opened");
     }
     const auto& device = *check.certificate->device;
-    return admit(device.id, device.org_id, device.product_id, device.identifier,
-                 *check.connection_id);
+    return {
+        admit(device.id, device.org_id, device.product_id, device.identifier, *check.connection_id),
+        {}};
+}
+
+/// A refusal is counted (handshake_refusals) unless the platform was unavailable.
+AuthResult counted(const AuthRequest& request, AuthResult result) {
+    if (!result.ok && result.status != 503) {
+        refusal_counter().add(request.ca.id, request.ca.org_id, refusal_code(result.reason),
+                              "upgrade", request.leaf.common_name, request.leaf.serial);
+    }
+    return result;
 }
 
 }  // namespace
 
-AuthResult authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
-                               const AuthRequest& request) {
-    auto counted = [&request](AuthResult result) {
-        if (!result.ok && result.status != 503) {
-            refusal_counter().add(request.ca.id, request.ca.org_id, refusal_code(result.reason),
-                                  "upgrade", request.leaf.common_name, request.leaf.serial);
-        }
-        return result;
-    };
+// GCC 12 pairs the coroutine frame's allocation (Asio's aligned_alloc) with the frame type's
+// operator delete once both are inlined here and warns; Asio frees that memory with std::free.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+net::awaitable<AuthResult> authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
+                                               net::asio::thread_pool& workers,
+                                               const AuthRequest& request) {
     try {
-        if (auto known = authenticate_known(db, batcher, request)) {
-            return counted(std::move(*known));
-        }
-        return counted(db.transact([&](db::Tx& tx) { return authenticate_in(tx, request); }));
+        using Answer = std::optional<db::devices::CheckOrProvision>;
+        // The batch's answer, awaited without holding a worker thread. Named, not a temporary
+        // of the co_await expression (see net::run_blocking).
+        auto initiation = [&batcher](auto handler, db::devices::ConnectionAttempt attempt) {
+            // Done is a std::function (copyable); the handler is not.
+            auto owned = std::make_shared<decltype(handler)>(std::move(handler));
+            batcher.submit(std::move(attempt), [owned](std::exception_ptr error, Answer answer) {
+                auto target = net::asio::get_associated_executor(*owned);
+                net::asio::post(target, [owned, error, answer = std::move(answer)]() mutable {
+                    std::move (*owned)(error, std::move(answer));
+                });
+            });
+        };
+        auto [error, decided] =
+            co_await net::asio::async_initiate<decltype(net::kAsTuple),
+                                               void(std::exception_ptr, Answer)>(
+                std::move(initiation), net::kAsTuple, attempt_of(request));
+        if (error) std::rethrow_exception(error);
+        auto settled = settle(db, request, *decided);
+        if (settled.result) co_return counted(request, std::move(*settled.result));
+        auto rest = std::move(settled.rest);
+        co_return counted(request, co_await net::run_blocking(workers, std::move(rest)));
     } catch (const ApiError& e) {
         if (e.code() == ErrorCode::kConflict) {
-            return counted(refuse(403, "certificate conflicts with a stored certificate"));
+            co_return counted(request,
+                              refuse(403, "certificate conflicts with a stored certificate"));
         }
         spdlog::warn("device authentication failed cn={} serial={}: {}", request.leaf.common_name,
                      request.leaf.serial, e.what());
-        return refuse(503, "platform unavailable");
     } catch (const std::exception& e) {
         spdlog::error("device authentication failed cn={} serial={}: {}", request.leaf.common_name,
                       request.leaf.serial, e.what());
-        return refuse(503, "platform unavailable");
     }
+    co_return refuse(503, "platform unavailable");
 }
+#pragma GCC diagnostic pop
 
 }  // namespace otahub::device

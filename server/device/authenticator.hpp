@@ -7,6 +7,7 @@
 #include "db/database.hpp"
 #include "server/domain/pki/certificate.hpp"
 #include "server/domain/pki/trust_store.hpp"
+#include "server/net/asio.hpp"
 
 namespace otahub::device {
 
@@ -47,11 +48,13 @@ struct AuthResult {
 /// and publishes `device_connected` (which closes the device's older sessions on every node; not
 /// for a device the one-statement JITP has just created, which has none). A known certificate,
 /// and plain JITP when the CA has a profile, are decided by one statement shared with the
-/// connections that arrive together (`batcher`); anything else in one transaction: a known public
-/// key of a device with the same CN (rotation: new certificate row), a registered device without
-/// certificates, or JITP that is not plain. Blocking: call on the worker pool. Never throws;
+/// connections that arrive together (`batcher`), which the caller awaits without holding a thread
+/// of `workers`; anything else in one transaction on `workers`: a known public key of a device
+/// with the same CN (rotation: new certificate row), a registered device without certificates, or
+/// JITP that is not plain. `request` must outlive the call (await it at once). Never throws;
 /// database failures give 503.
-AuthResult authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
-                               const AuthRequest& request);
+net::awaitable<AuthResult> authenticate_device(db::Database& db, db::ConnectionBatcher& batcher,
+                                               net::asio::thread_pool& workers,
+                                               const AuthRequest& request);
 
 }  // namespace otahub::device

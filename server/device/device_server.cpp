@@ -163,7 +163,8 @@ struct DeviceServer::State {
           // connected_event without the device id, which the statement adds with the
           // connection's.
           batcher(database, options.node_id,
-                  events::payload(events::kDeviceConnected, {{"node_id", options.node_id}})) {}
+                  events::payload(events::kDeviceConnected, {{"node_id", options.node_id}}),
+                  [&pool](std::function<void()> job) { asio::post(pool, std::move(job)); }) {}
 };
 
 namespace {
@@ -375,17 +376,8 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     auth.ca = *verified->ca;
     auth.node_id = state->options.node_id;
     auth.remote = remote;
-    AuthResult result;
-    try {
-        // A named callable: see the GCC 12 note on net::run_blocking.
-        auto lookup = [&db = state->db, &batcher = state->batcher, auth] {
-            return authenticate_device(db, batcher, auth);
-        };
-        result = co_await net::run_blocking(state->workers, std::move(lookup));
-    } catch (const std::exception&) {
-        result.status = 503;
-        result.reason = "platform unavailable";
-    }
+    AuthResult result =
+        co_await authenticate_device(state->db, state->batcher, state->workers, auth);
     if (!result.ok) {
         spdlog::info("device upgrade refused: status={} reason=\"{}\" {} remote={}", result.status,
                      result.reason, who, remote);

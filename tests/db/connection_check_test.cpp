@@ -7,7 +7,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <pqxx/pqxx>
@@ -923,12 +927,60 @@ TEST_F(Provisioning, OneStatementDecidesEveryAttemptOfABatchInOrder) {
     EXPECT_EQ(watch.events_until("after"), 1u);
 }
 
+/// The batcher's worker pool for these tests: every job on a thread of its own, joined at the end;
+/// counts the jobs it was given.
+class JobThreads {
+  public:
+    ~JobThreads() { join(); }
+    ConnectionBatcher::Post post() {
+        return [this](std::function<void()> job) {
+            const std::lock_guard lock{mutex_};
+            threads_.emplace_back(std::move(job));
+            ++jobs_;
+        };
+    }
+    std::size_t jobs() {
+        const std::lock_guard lock{mutex_};
+        return jobs_;
+    }
+    void join() {
+        std::vector<std::thread> threads;
+        {
+            const std::lock_guard lock{mutex_};
+            threads.swap(threads_);
+        }
+        for (auto& t : threads) t.join();
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<std::thread> threads_;
+    std::size_t jobs_ = 0;
+};
+
+/// Submits `attempt`; the future holds its answer or the statement's failure.
+std::future<devices::CheckOrProvision> submit(ConnectionBatcher& batcher,
+                                              devices::ConnectionAttempt attempt) {
+    auto promise = std::make_shared<std::promise<devices::CheckOrProvision>>();
+    auto future = promise->get_future();
+    batcher.submit(std::move(attempt), [promise](std::exception_ptr error,
+                                                 std::optional<devices::CheckOrProvision> answer) {
+        if (error) {
+            promise->set_exception(error);
+        } else {
+            promise->set_value(std::move(*answer));
+        }
+    });
+    return future;
+}
+
 TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) {
-    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})"};
+    JobThreads pool;
+    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})",
+                              pool.post()};
     // A connection that has inserted dev-block and not committed: the first batch (dev-block)
     // waits for it, and the attempts arriving meanwhile queue for the next batch.
     hold_dev_block();
-    std::vector<std::optional<devices::CheckOrProvision>> got(9);
     std::vector<devices::ConnectionAttempt> attempts;
     attempts.push_back(request("dev-block", "BLOCKFP"));
     for (int i = 1; i <= 6; ++i) {
@@ -937,42 +989,43 @@ TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) 
     // Two attempts with the same fingerprints as others: never in the same batch as those.
     attempts.push_back(request("dev-q1", "QFP1"));
     attempts.push_back(request("dev-q2", "QFP2"));
-    std::vector<std::thread> threads;
-    threads.emplace_back([&] { got[0] = batcher.decide(attempts[0]); });
+    std::vector<std::future<devices::CheckOrProvision>> answers;
+    answers.push_back(submit(batcher, attempts[0]));
     for (int i = 0; i < 100 && batcher.statements() == 0; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     ASSERT_EQ(batcher.statements(), 1u);
-    for (std::size_t i = 1; i < attempts.size(); ++i) {
-        threads.emplace_back([&, i] { got[i] = batcher.decide(attempts[i]); });
-    }
+    for (std::size_t i = 1; i < attempts.size(); ++i)
+        answers.push_back(submit(batcher, attempts[i]));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     EXPECT_EQ(batcher.statements(), 1u) << "the others wait for the batch in flight";
+    EXPECT_EQ(pool.jobs(), 1u) << "waiting attempts hold no worker thread";
     blocker_->commit();
-    for (auto& t : threads) t.join();
+    std::vector<devices::CheckOrProvision> got;
+    for (auto& a : answers) got.push_back(a.get());
+    pool.join();
 
     // dev-block lost to the committed insert; six new devices went in one statement, and the
     // two attempts repeating a fingerprint (whichever of a pair queued second) in a third, where
-    // they found their certificates stored and were opened.
+    // they found their certificates stored and were opened. One job ran the three statements.
     EXPECT_EQ(batcher.statements(), 3u);
     EXPECT_EQ(batcher.attempts(), 9u);
-    ASSERT_TRUE(got[0].has_value());
-    EXPECT_FALSE(got[0]->provisioned.has_value());
+    EXPECT_EQ(pool.jobs(), 1u);
+    EXPECT_FALSE(got[0].provisioned.has_value());
     std::set<std::int64_t> devices_made;
     int provisioned = 0;
     for (std::size_t i = 1; i <= 8; ++i) {
-        ASSERT_TRUE(got[i].has_value()) << i;
-        if (!got[i]->provisioned) continue;
+        if (!got[i].provisioned) continue;
         ++provisioned;
-        EXPECT_EQ(got[i]->provisioned->identifier, attempts[i].identifier);
-        EXPECT_TRUE(got[i]->provisioned->connection_id.has_value()) << i;
-        devices_made.insert(got[i]->provisioned->device_id);
+        EXPECT_EQ(got[i].provisioned->identifier, attempts[i].identifier);
+        EXPECT_TRUE(got[i].provisioned->connection_id.has_value()) << i;
+        devices_made.insert(got[i].provisioned->device_id);
     }
     EXPECT_EQ(provisioned, 6);
     EXPECT_EQ(devices_made.size(), 6u);
     for (const auto& [first, second] : {std::pair{1, 7}, std::pair{2, 8}}) {
-        const auto& a = *got[first];
-        const auto& b = *got[second];
+        const auto& a = got[first];
+        const auto& b = got[second];
         ASSERT_NE(a.provisioned.has_value(), b.provisioned.has_value()) << first;
         const auto& made = a.provisioned ? a : b;
         const auto& known = a.provisioned ? b : a;
@@ -981,34 +1034,42 @@ TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) 
         EXPECT_TRUE(known.check.connection_id.has_value()) << first;
     }
     EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier LIKE 'dev-q%'"), 6);
+
+    // Once the queue is empty the job ends; the next attempt starts another.
+    auto later = submit(batcher, request("dev-later", "LATERFP"));
+    EXPECT_TRUE(later.get().provisioned.has_value());
+    EXPECT_EQ(pool.jobs(), 2u);
+    EXPECT_EQ(batcher.statements(), 4u);
 }
 
 TEST_F(Provisioning, TheBatcherFailsOnlyTheAttemptAtFault) {
-    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})"};
+    JobThreads pool;
+    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})",
+                              pool.post()};
     hold_dev_block();
     auto broken = request("dev-broken", "BROKENFP");
     broken.certificate.fingerprint.clear();  // the statement cannot take it
     const std::vector<devices::ConnectionAttempt> attempts = {request("dev-block", "BLOCKFP"),
                                                               request("dev-ok-1", "OKFP1"), broken,
                                                               request("dev-ok-2", "OKFP2")};
-    std::vector<std::optional<devices::CheckOrProvision>> got(attempts.size());
-    std::vector<std::string> errors(attempts.size());
-    std::vector<std::thread> threads;
-    auto run = [&](std::size_t i) {
-        try {
-            got[i] = batcher.decide(attempts[i]);
-        } catch (const std::exception& e) {
-            errors[i] = e.what();
-        }
-    };
-    threads.emplace_back(run, 0);
+    std::vector<std::future<devices::CheckOrProvision>> answers;
+    answers.push_back(submit(batcher, attempts[0]));
     for (int i = 0; i < 100 && batcher.statements() == 0; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    for (std::size_t i = 1; i < attempts.size(); ++i) threads.emplace_back(run, i);
+    for (std::size_t i = 1; i < attempts.size(); ++i)
+        answers.push_back(submit(batcher, attempts[i]));
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
     blocker_->commit();
-    for (auto& t : threads) t.join();
+    std::vector<std::optional<devices::CheckOrProvision>> got(attempts.size());
+    std::vector<std::string> errors(attempts.size());
+    for (std::size_t i = 0; i < answers.size(); ++i) {
+        try {
+            got[i] = answers[i].get();
+        } catch (const std::exception& e) {
+            errors[i] = e.what();
+        }
+    }
     EXPECT_EQ(batcher.statements(), 2u);
     EXPECT_TRUE(errors[0].empty() && errors[1].empty() && errors[3].empty());
     EXPECT_NE(errors[2], "");
@@ -1018,6 +1079,30 @@ TEST_F(Provisioning, TheBatcherFailsOnlyTheAttemptAtFault) {
     }
     EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier LIKE 'dev-ok-%'"), 2);
     EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-broken'"), 0);
+}
+
+TEST_F(Provisioning, ABatcherWhosePoolRefusedAJobStillStartsTheNext) {
+    JobThreads pool;
+    int posts = 0;
+    ConnectionBatcher batcher{db_, "node-b", R"({"kind":"device_connected","node_id":"node-b"})",
+                              [&](std::function<void()> job) {
+                                  if (++posts == 1) throw std::bad_alloc();
+                                  pool.post()(std::move(job));
+                              }};
+    bool called = false;
+    EXPECT_THROW(batcher.submit(request("dev-refused", "REFUSEDFP"),
+                                [&](std::exception_ptr, std::optional<devices::CheckOrProvision>) {
+                                    called = true;
+                                }),
+                 std::bad_alloc);
+    auto next = submit(batcher, request("dev-next", "NEXTFP"));
+    const auto answer = next.get();
+    pool.join();
+    EXPECT_FALSE(called) << "the refused attempt was not queued";
+    ASSERT_TRUE(answer.provisioned.has_value());
+    EXPECT_EQ(answer.provisioned->identifier, "dev-next");
+    EXPECT_EQ(batcher.attempts(), 1u);
+    EXPECT_EQ(count("SELECT count(*) FROM devices WHERE identifier = 'dev-refused'"), 0);
 }
 
 TEST_F(Provisioning, LosesToAConcurrentFirstConnectionOfTheSameDevice) {
