@@ -416,8 +416,10 @@ function hubEnv(extra = {}) {
   return {
     OTAHUB_LOG_LEVEL: 'warn',
     OTAHUB_ROLLOUT_SWEEP_INTERVAL_MS: '600000',
-    OTAHUB_DB_THREADS: '8',
-    OTAHUB_DB_POOL_SIZE: '8',
+    // BENCH_DB_THREADS / BENCH_DB_POOL: the hub's worker threads and database connections
+    // (OTAHUB_DB_THREADS, OTAHUB_DB_POOL_SIZE; 8 each, the hub's defaults), for A/B runs.
+    OTAHUB_DB_THREADS: process.env.BENCH_DB_THREADS || '8',
+    OTAHUB_DB_POOL_SIZE: process.env.BENCH_DB_POOL || '8',
     // BENCH_IO_THREADS: the hub's I/O threads (OTAHUB_IO_THREADS), for A/B runs.
     OTAHUB_IO_THREADS: process.env.BENCH_IO_THREADS || '2',
     // BENCH_NO_TICKET_KEY=1: for comparing with a build that predates the setting.
@@ -569,7 +571,10 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
     let foreign = new Foreign();
     let cpu0 = cpuOf(hub.child.pid);
     const pg0 = cpuOfComm('postgres');
-    const jitp = hubload(hub, setup, 'hold', { n: P.jitpN, prefix: 'jitp', binds: ['127.0.0.2'] });
+    // BENCH_JITP_CONC: handshakes the load client keeps in flight in the storm (128), for A/B runs.
+    const jitp = hubload(hub, setup, 'hold', {
+      n: P.jitpN, prefix: 'jitp', binds: ['127.0.0.2'], conc: Number(process.env.BENCH_JITP_CONC || 128),
+    });
     loads.push(jitp);
     const jr = kv(await jitp.line('READY', 900000));
     R.hub.jitp_devices = jr.joined;
