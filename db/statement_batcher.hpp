@@ -56,19 +56,18 @@ class StatementBatcher {
     /// item is then not queued).
     void submit(Item item, Done done) {
         auto slot = std::make_unique<Slot>(Slot{std::move(item), std::move(done), {}, {}});
-        std::unique_lock lock{mutex_};
+        const std::lock_guard lock{mutex_};
         queue_.push_back(std::move(slot));
         if (leading_) return;  // the running job takes it with the next batch
-        leading_ = true;
-        lock.unlock();
+        // Posted under the lock (Post never runs the job inline; the job waits for the lock), so
+        // when it throws the last item queued is still this one and nobody else saw leading_.
         try {
             post_([this] { lead(); });
         } catch (...) {
-            lock.lock();
-            leading_ = false;
-            queue_.pop_back();  // nobody took it: only a running job takes items
+            queue_.pop_back();
             throw;
         }
+        leading_ = true;
     }
 
     /// Statements run and items decided so far (tests).

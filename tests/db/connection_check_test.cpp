@@ -1096,6 +1096,8 @@ TEST_F(Provisioning, ABatcherWhosePoolRefusedAJobStillStartsTheNext) {
                                 }),
                  std::bad_alloc);
     auto next = submit(batcher, request("dev-next", "NEXTFP"));
+    ASSERT_EQ(next.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << "no job was started for the next attempt";
     const auto answer = next.get();
     pool.join();
     EXPECT_FALSE(called) << "the refused attempt was not queued";
