@@ -29,6 +29,8 @@ namespace otahub::db {
 template <class Item, class Result>
 class StatementBatcher {
   public:
+    using ItemType = Item;
+    using ResultType = Result;
     /// One result per item, in order, from one statement (without a transaction block).
     using Run = std::function<std::vector<Result>(Tx&, const std::vector<Item>&)>;
     /// The keys no two items of a batch may share.

@@ -199,25 +199,77 @@ void soft_delete(Tx& tx, std::int64_t id) {
     tx->exec_params0("UPDATE devices SET deleted_at = now(), updated_at = now() WHERE id = $1", id);
 }
 
+namespace {
+
+nlohmann::json optional_text(const std::optional<std::string>& text) {
+    return text ? nlohmann::json(*text) : nlohmann::json(nullptr);
+}
+
+}  // namespace
+
+std::vector<JoinFacts> record_joins(Tx& tx, const std::vector<JoinRecord>& joins) {
+    std::vector<JoinFacts> out(joins.size());
+    if (joins.empty()) return out;
+    nlohmann::json input = nlohmann::json::array();
+    for (std::size_t n = 0; n < joins.size(); ++n) {
+        const auto& j = joins[n];
+        if (!j.report) throw ApiError(ErrorCode::kInternal, "join without report");
+        const auto& r = *j.report;
+        input.push_back({{"n", n},
+                         {"id", j.device_id},
+                         {"uuid", optional_text(r.uuid)},
+                         {"version", optional_text(r.version)},
+                         {"platform", optional_text(r.platform)},
+                         {"architecture", optional_text(r.architecture)},
+                         {"product", optional_text(r.product)},
+                         {"metadata", r.metadata},
+                         {"api", optional_text(r.device_api_version)},
+                         {"validation", r.validation_status},
+                         {"revert", r.auto_revert_detected},
+                         {"downloading", optional_text(r.currently_downloading_uuid)},
+                         {"fp", j.fingerprint},
+                         {"ca", j.ca_id}});
+    }
+    // The UPDATE runs whether or not the outer SELECT reads it (PostgreSQL always completes
+    // data-modifying CTEs); the two facts read tables it does not touch. Fences against the
+    // generic plan a pooled connection keeps (made at its sixth execution, possibly while the
+    // tables were nearly empty, when a sequential scan looks cheapest): the range on `n`, true
+    // for every record, makes PostgreSQL estimate one input row instead of jsonb_to_recordset's
+    // 100, so devices is updated through its primary key; OFFSET 0 keeps each EXISTS a lookup
+    // per record rather than a hashed scan of its table.
+    static const std::string sql =
+        "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, id bigint, "
+        "uuid text, version text, platform text, architecture text, product text, "
+        "metadata jsonb, api text, validation text, revert boolean, downloading text, fp text, "
+        "ca bigint) WHERE i.n >= 0 AND i.n < 2147483647), "
+        "joined AS (UPDATE devices d SET firmware_uuid = i.uuid, version = i.version, "
+        "platform = i.platform, architecture = i.architecture, firmware_product = i.product, "
+        "firmware_metadata = i.metadata, device_api_version = i.api, "
+        "firmware_validation_status = i.validation, firmware_auto_revert_detected = i.revert, "
+        "currently_downloading_uuid = i.downloading, last_seen_at = now(), updated_at = now() "
+        "FROM input i WHERE d.id = i.id RETURNING d.id) "
+        "SELECT i.n, (" +
+        rollouts::in_flight_exists_sql("i.id") + "), (" +
+        managed_ca::rotation_work_sql("i.fp", "i.ca") + ") FROM input i ORDER BY i.n";
+    // Report strings are the device's (cut on character boundaries); replace, never throw.
+    const auto rows =
+        tx->exec_params(sql, input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    if (rows.size() != joins.size()) {
+        throw ApiError(ErrorCode::kInternal, "join batch: one row per join expected");
+    }
+    for (const auto& row : rows) {
+        const auto n = row[0].as<std::size_t>();
+        if (n >= out.size()) throw ApiError(ErrorCode::kInternal, "join batch: bad row");
+        out[n] = JoinFacts{row[1].as<bool>(), row[2].as<bool>()};
+    }
+    return out;
+}
+
 JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
                       const std::string& fingerprint, std::int64_t ca_id) {
-    // The UPDATE runs whether or not the outer SELECT reads it (PostgreSQL always completes
-    // data-modifying CTEs); the two facts read tables it does not touch. Built once: every
-    // join runs it.
-    static const std::string sql =
-        "WITH joined AS (UPDATE devices SET firmware_uuid = $2, version = $3, platform = $4, "
-        "architecture = $5, firmware_product = $6, firmware_metadata = $7::jsonb, "
-        "device_api_version = $8, firmware_validation_status = $9, "
-        "firmware_auto_revert_detected = $10, currently_downloading_uuid = $11, "
-        "last_seen_at = now(), updated_at = now() WHERE id = $1 RETURNING id) SELECT (" +
-        rollouts::in_flight_exists_sql("$1") + "), (" +
-        managed_ca::rotation_work_sql("$12", "$13::bigint") + ")";
-    const auto row = tx->exec_params1(
-        sql, id, nullable(report.uuid), nullable(report.version), nullable(report.platform),
-        nullable(report.architecture), nullable(report.product), report.metadata.dump(),
-        nullable(report.device_api_version), report.validation_status, report.auto_revert_detected,
-        nullable(report.currently_downloading_uuid), fingerprint, ca_id);
-    return JoinFacts{row[0].as<bool>(), row[1].as<bool>()};
+    return record_joins(tx, {JoinRecord{id, std::make_shared<const FirmwareReport>(report),
+                                        fingerprint, ca_id}})
+        .front();
 }
 
 void record_status(Tx& tx, std::int64_t id, const std::string& status,

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -157,9 +158,23 @@ struct JoinFacts {
     bool rotation_work = false;
 };
 
-/// Stores what the device reported when joining and, in the same statement, reads the facts
-/// its join observers start from: one round trip instead of three. `fingerprint` and `ca_id`
-/// are those of the connecting certificate.
+/// One device's join, as devices::record_joins stores it.
+struct JoinRecord {
+    std::int64_t device_id = 0;
+    /// What the device reported (shared with the join's observers); never null.
+    std::shared_ptr<const FirmwareReport> report{};
+    /// The connecting certificate's fingerprint and CA.
+    std::string fingerprint{};
+    std::int64_t ca_id = 0;
+};
+
+/// Stores what each device reported when joining and, in the same statement, reads the facts
+/// its join observers start from: one round trip for the joins that arrive together instead of
+/// three per join. One result per record, in order; no two records may name the same device
+/// (PostgreSQL updates a row once per statement). A device that no longer exists is not
+/// updated; its facts are still read.
+std::vector<JoinFacts> record_joins(Tx& tx, const std::vector<JoinRecord>& joins);
+/// record_joins for one join.
 JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
                       const std::string& fingerprint, std::int64_t ca_id);
 /// Stores a status_update (`rescheduled` with delay_for minutes also blocks updates until then).

@@ -274,9 +274,9 @@ std::string rotation_work_sql(std::string_view fingerprint, std::string_view ca_
     return "EXISTS (SELECT 1 FROM device_certificates o JOIN device_certificates n "
            "ON o.replaced_by_id = n.id WHERE n.fingerprint = " +
            std::string(fingerprint) +
-           " AND o.retire_after IS NULL AND o.revoked_at IS NULL AND n.revoked_at IS NULL) "
-           "OR EXISTS (SELECT 1 FROM managed_ca_keys WHERE ca_certificate_id = " +
-           std::string(ca_id) + ")";
+           " AND o.retire_after IS NULL AND o.revoked_at IS NULL AND n.revoked_at IS NULL "
+           "OFFSET 0) OR EXISTS (SELECT 1 FROM managed_ca_keys WHERE ca_certificate_id = " +
+           std::string(ca_id) + " OFFSET 0)";
 }
 
 std::vector<RetiredCertificate> schedule_retirement(Tx& tx, const std::string& fingerprint,

@@ -144,8 +144,9 @@ std::vector<std::pair<std::int64_t, std::string>> certificates_with_serials(
 
 /// Whether a device connecting with the certificate `fingerprint` through CA `ca_id` has
 /// rotation work (a certificate it replaces awaits retirement, or the CA is hub-managed: renewal
-/// checks), as a boolean SQL expression over two placeholders; devices::record_join reads it
-/// with the join. When false, there is nothing to do on join.
+/// checks), as a boolean SQL expression over two placeholders or columns (index lookups per row,
+/// never a hashed scan); devices::record_joins reads it with the join. When false, there is
+/// nothing to do on join.
 std::string rotation_work_sql(std::string_view fingerprint, std::string_view ca_id);
 /// The certificate with that fingerprint.
 std::optional<RotationCertificate> find_certificate(Tx& tx, const std::string& fingerprint);

@@ -147,7 +147,7 @@ std::optional<DeviceUpdateRow> start_manual(Tx& tx, std::int64_t org_id, std::in
 
 std::string in_flight_exists_sql(std::string_view device_id) {
     return "EXISTS (SELECT 1 FROM device_updates WHERE device_id = " + std::string(device_id) +
-           " AND status = 'in_flight')";
+           " AND status = 'in_flight' OFFSET 0)";
 }
 
 std::optional<DeviceUpdateRow> in_flight(Tx& tx, std::int64_t device_id) {

@@ -97,8 +97,9 @@ std::optional<DeviceUpdateRow> start_manual(Tx& tx, std::int64_t org_id, std::in
                                             int expiration_minutes);
 /// The device's update in flight, if any.
 std::optional<DeviceUpdateRow> in_flight(Tx& tx, std::int64_t device_id);
-/// Whether in_flight would find an update, as a boolean SQL expression over the placeholder
-/// holding the device id (for statements that read it alongside other work).
+/// Whether in_flight would find an update, as a boolean SQL expression over the placeholder or
+/// column holding the device id (for statements that read it alongside other work); an index
+/// lookup per row, never a hashed scan of the table.
 std::string in_flight_exists_sql(std::string_view device_id);
 /// Ends the device's in-flight update with `status`; returns it (nullopt when none).
 std::optional<DeviceUpdateRow> finish(Tx& tx, std::int64_t device_id, const std::string& status,

@@ -263,25 +263,10 @@ net::awaitable<AuthResult> authenticate_device(db::Database& db, db::ConnectionB
                                                net::asio::thread_pool& workers,
                                                const AuthRequest& request) {
     try {
-        using Answer = std::optional<db::devices::CheckOrProvision>;
-        // The batch's answer, awaited without holding a worker thread. Named, not a temporary
-        // of the co_await expression (see net::run_blocking).
-        auto initiation = [&batcher](auto handler, db::devices::ConnectionAttempt attempt) {
-            // Done is a std::function (copyable); the handler is not.
-            auto owned = std::make_shared<decltype(handler)>(std::move(handler));
-            batcher.submit(std::move(attempt), [owned](std::exception_ptr error, Answer answer) {
-                auto target = net::asio::get_associated_executor(*owned);
-                net::asio::post(target, [owned, error, answer = std::move(answer)]() mutable {
-                    std::move (*owned)(error, std::move(answer));
-                });
-            });
-        };
-        auto [error, decided] =
-            co_await net::asio::async_initiate<decltype(net::kAsTuple),
-                                               void(std::exception_ptr, Answer)>(
-                std::move(initiation), net::kAsTuple, attempt_of(request));
-        if (error) std::rethrow_exception(error);
-        auto settled = settle(db, request, *decided);
+        // The batch's answer, awaited without holding a worker thread.
+        auto attempt = attempt_of(request);
+        const auto decided = co_await net::submit_batched(batcher, std::move(attempt));
+        auto settled = settle(db, request, decided);
         if (settled.result) co_return counted(request, std::move(*settled.result));
         auto rest = std::move(settled.rest);
         co_return counted(request, co_await net::run_blocking(workers, std::move(rest)));

@@ -275,16 +275,13 @@ ChannelStep DeviceChannel::join(const phx::Message& message) {
     }
     joined_ = true;
     join_ref_ = message.join_ref;
-    auto report = std::make_shared<db::FirmwareReport>(firmware_report_from_join(message.payload));
+    auto report =
+        std::make_shared<const db::FirmwareReport>(firmware_report_from_join(message.payload));
     auto facts = std::make_shared<db::devices::JoinFacts>();
-    step.work = [&db = db_, info = info_, report, facts] {
-        // One statement, no transaction block: it also reads what the observers below start
-        // from (update in flight, rotation work), which saves them two round trips.
-        db.autocommit([&](db::Tx& tx) {
-            *facts =
-                db::devices::record_join(tx, info.device_id, *report, info.fingerprint, info.ca_id);
-        });
-    };
+    // Stored with the joins that arrive together, by one statement that also reads what the
+    // observers below start from (update in flight, rotation work).
+    step.join = std::make_unique<JoinStep>(
+        JoinStep{{info_.device_id, report, info_.fingerprint, info_.ca_id}, facts});
     if (!hooks_.on_join.empty()) {
         step.after = [&hooks = hooks_, info = info_, report, facts] {
             for (const auto& hook : hooks.on_join) {

@@ -104,8 +104,17 @@ struct DeviceHooks {
 /// What to do for one inbound frame: optional blocking work (database writes, hooks) to run on
 /// the worker pool first, then the frames to send. If the work throws, `on_failure` is sent
 /// instead of `replies`.
+/// A join to store through the session's db::JoinBatcher; its facts go to `facts` before the
+/// step's `after` runs.
+struct JoinStep {
+    db::devices::JoinRecord record{};
+    std::shared_ptr<db::devices::JoinFacts> facts{};
+};
+
 struct ChannelStep {
     std::function<void()> work{};
+    /// Instead of `work`. A pointer: a session's read loop holds its step across the wait.
+    std::unique_ptr<JoinStep> join{};
     std::vector<phoenix::Message> replies{};
     std::vector<phoenix::Message> on_failure{};
     /// Blocking work run on the worker pool after the replies were queued (and only if `work`

@@ -144,6 +144,7 @@ struct DeviceServer::State {
     tcp::acceptor acceptor;
     Admission admission;
     db::ConnectionBatcher batcher;
+    db::JoinBatcher joins;
     std::atomic<std::size_t> open{0};
     std::atomic<bool> stopped{false};
 
@@ -164,7 +165,9 @@ struct DeviceServer::State {
           // connection's.
           batcher(database, options.node_id,
                   events::payload(events::kDeviceConnected, {{"node_id", options.node_id}}),
-                  [&pool](std::function<void()> job) { asio::post(pool, std::move(job)); }) {}
+                  [&pool](std::function<void()> job) { asio::post(pool, std::move(job)); }),
+          joins(database,
+                [&pool](std::function<void()> job) { asio::post(pool, std::move(job)); }) {}
 };
 
 namespace {
@@ -422,9 +425,10 @@ net::awaitable<void> handle_connection(tcp::socket socket,
     metrics::tls_records(own_records ? "hub" : "openssl");
     if (result.provisioned) metrics::jitp_created();
     const asio::any_io_executor executor = ws.get_executor();
-    auto session = std::make_shared<WsSession>(
-        std::move(ws), std::move(info),
-        SessionDeps{state->workers, state->db, state->registry, state->presence, state->hooks});
+    auto session =
+        std::make_shared<WsSession>(std::move(ws), std::move(info),
+                                    SessionDeps{state->workers, state->db, state->joins,
+                                                state->registry, state->presence, state->hooks});
     // The session runs as its own coroutine so this frame (upgrade request, parser, buffers,
     // verification result: several KiB) is freed now rather than held for the session's life.
     spawn_tracked(state, executor, WsSession::run(std::move(session)));

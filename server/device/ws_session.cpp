@@ -125,6 +125,25 @@ net::awaitable<void> WsSession::write_loop(std::shared_ptr<WsSession> self) {
     }
 }
 
+// Its own coroutine, so what it holds while the statement runs is not part of the read loop's
+// frame, which every session keeps for its whole life.
+net::awaitable<bool> WsSession::run_step(ChannelStep& step, const phx::Message& message) {
+    try {
+        if (step.join) {
+            auto record = std::move(step.join->record);
+            *step.join->facts = co_await net::submit_batched(deps_.joins, std::move(record));
+        } else {
+            auto work = std::move(step.work);
+            co_await net::run_blocking(deps_.workers, std::move(work));
+        }
+        co_return true;
+    } catch (const std::exception& e) {
+        spdlog::warn("device={} {} on {} failed: {}", info_.identifier, message.event,
+                     message.topic, e.what());
+    }
+    co_return false;
+}
+
 net::awaitable<void> WsSession::read_loop() {
     net::beast::flat_buffer buffer;
     const phx::Limits limits{};
@@ -180,19 +199,9 @@ net::awaitable<void> WsSession::read_loop() {
             continue;
         }
         auto step = channel_.handle(decoded.value());
-        std::vector<phx::Message>* replies = &step.replies;
         bool work_ok = true;
-        if (step.work) {
-            try {
-                auto work = std::move(step.work);
-                co_await net::run_blocking(deps_.workers, std::move(work));
-            } catch (const std::exception& e) {
-                spdlog::warn("device={} {} on {} failed: {}", info_.identifier, decoded->event,
-                             decoded->topic, e.what());
-                replies = &step.on_failure;
-                work_ok = false;
-            }
-        }
+        if (step.join || step.work) work_ok = co_await run_step(step, decoded.value());
+        const std::vector<phx::Message>* replies = work_ok ? &step.replies : &step.on_failure;
         for (const auto& reply : *replies) enqueue(phx::encode(reply));
         // Observers go after the replies are queued: what they push follows the reply.
         if (work_ok && step.after) net::asio::post(deps_.workers, std::move(step.after));

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "db/database.hpp"
+#include "db/join_batcher.hpp"
 #include "server/device/device_channel.hpp"
 #include "server/device/registry.hpp"
 #include "server/device/session_info.hpp"
@@ -26,6 +27,8 @@ using WsStream = net::beast::websocket::stream<TlsStream>;
 struct SessionDeps {
     net::asio::thread_pool& workers;
     db::Database& db;
+    /// Stores joins (devices::record_joins) without holding a worker thread per join.
+    db::JoinBatcher& joins;
     SessionRegistry& registry;
     Presence& presence;
     const DeviceHooks& hooks;
@@ -49,6 +52,8 @@ class WsSession final : public SessionHandle, public std::enable_shared_from_thi
 
   private:
     net::awaitable<void> read_loop();
+    /// Runs a step's statement (`join` or `work`); false when it failed.
+    net::awaitable<bool> run_step(ChannelStep& step, const phoenix::Message& message);
     static net::awaitable<void> write_loop(std::shared_ptr<WsSession> self);
     void enqueue(std::string text);
     void request_close(std::uint16_t code, std::string reason);

@@ -9,6 +9,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
+#include <exception>
+#include <memory>
+#include <optional>
 #include <string>
 
 namespace otahub::net {
@@ -69,6 +72,31 @@ awaitable<std::invoke_result_t<F>> run_blocking(asio::thread_pool& pool, F fn) {
     if constexpr (!std::is_void_v<Result>) {
         co_return std::move(*slot);
     }
+}
+
+/// Queues `item` on `batcher` (a db::StatementBatcher) and resumes the calling coroutine on its
+/// own executor with the item's result, rethrowing its failure. No worker thread waits for the
+/// batch meanwhile. Pass `item` as a named variable (std::move), not a prvalue (see run_blocking).
+template <class Batcher>
+awaitable<typename Batcher::ResultType> submit_batched(Batcher& batcher,
+                                                       typename Batcher::ItemType item) {
+    using Answer = std::optional<typename Batcher::ResultType>;
+    // Named, not a temporary of the co_await expression (see run_blocking).
+    auto initiation = [&batcher](auto handler, typename Batcher::ItemType queued) {
+        // The batcher's Done is a std::function (copyable); the handler is not.
+        auto owned = std::make_shared<decltype(handler)>(std::move(handler));
+        batcher.submit(std::move(queued), [owned](std::exception_ptr error, Answer answer) {
+            auto target = asio::get_associated_executor(*owned);
+            asio::post(target, [owned, error, answer = std::move(answer)]() mutable {
+                std::move (*owned)(error, std::move(answer));
+            });
+        });
+    };
+    auto [error, answer] =
+        co_await asio::async_initiate<decltype(kAsTuple), void(std::exception_ptr, Answer)>(
+            std::move(initiation), kAsTuple, std::move(item));
+    if (error) std::rethrow_exception(error);
+    co_return std::move(*answer);
 }
 
 }  // namespace otahub::net

@@ -1,0 +1,285 @@
+// devices::record_joins (the joins that arrive together stored by one statement, with the facts
+// their observers start from) and db::JoinBatcher, against a real PostgreSQL.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <pqxx/pqxx>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "db/join_batcher.hpp"
+#include "db/migrator.hpp"
+#include "db/repositories/accounts_repository.hpp"
+#include "db/repositories/ca_certificates_repository.hpp"
+#include "db/repositories/devices_repository.hpp"
+#include "db/repositories/managed_ca_repository.hpp"
+#include "db/repositories/products_repository.hpp"
+#include "db/tx.hpp"
+#include "tests/db/test_database.hpp"
+
+namespace otahub::db {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+class JoinBatch : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        Migrator{db_}.migrate();
+        db_.run([&](Tx& tx) {
+            org_ = accounts::create_org(tx, "acme").id;
+            product_ = products::create(tx, org_, "demo").id;
+            NewCaCertificate ca;
+            ca.org_id = org_;
+            ca.serial = "1001";
+            ca.ski = "CA:SKI";
+            ca.subject = "CN=fleet CA";
+            ca.fingerprint = "CAFP";
+            ca.not_before = Clock::now() - std::chrono::hours(1);
+            ca.not_after = Clock::now() + std::chrono::hours(24);
+            ca.der = {0x30, 0x00};
+            ca_ = ca_certificates::create(tx, ca).id;
+            for (const auto* name : {"dev-a", "dev-b", "dev-c"}) {
+                devices_.push_back(devices::create_if_missing(tx, org_, product_, name, "", {}).id);
+            }
+        });
+    }
+
+    std::int64_t insert_certificate(Tx& tx, std::int64_t device, const std::string& serial,
+                                    const std::string& fingerprint) const {
+        NewDeviceCertificate cert;
+        cert.org_id = org_;
+        cert.device_id = device;
+        cert.serial = serial;
+        cert.aki = "CA:SKI";
+        cert.ski = "SKI:" + fingerprint;
+        cert.not_before = Clock::now() - std::chrono::hours(1);
+        cert.not_after = Clock::now() + std::chrono::hours(24);
+        cert.fingerprint = fingerprint;
+        cert.public_key_fingerprint = "KEY:" + fingerprint;
+        cert.der = {0x30, 0x00};
+        return devices::insert_certificate(tx, cert)->id;
+    }
+
+    devices::JoinRecord join(std::int64_t device, const std::string& version,
+                             const std::string& fingerprint = "FP") const {
+        FirmwareReport report;
+        report.uuid = "uuid-" + version;
+        report.version = version;
+        report.platform = "rpi4";
+        report.metadata = {{"version", version}};
+        return {device, std::make_shared<const FirmwareReport>(std::move(report)), fingerprint,
+                ca_};
+    }
+
+    std::string version_of(std::int64_t device) {
+        std::string version;
+        db_.autocommit([&](Tx& tx) {
+            const auto row =
+                tx->exec_params1("SELECT coalesce(version, '') FROM devices WHERE id = $1", device);
+            version = row[0].as<std::string>();
+        });
+        return version;
+    }
+
+    testing::TestDatabase test_db_;
+    Database db_{test_db_.url(), 2};
+    std::int64_t org_ = 0;
+    std::int64_t product_ = 0;
+    std::int64_t ca_ = 0;
+    std::vector<std::int64_t> devices_;
+};
+
+TEST_F(JoinBatch, OneStatementStoresEveryReportAndReadsEachJoinsOwnFacts) {
+    // dev-a has an update in flight; dev-b connects with a successor certificate whose
+    // predecessor awaits retirement; dev-c has neither; a fourth join names a device that is gone.
+    db_.run([&](Tx& tx) {
+        tx->exec_params0(
+            "INSERT INTO device_updates (org_id, device_id, firmware_uuid, source, expires_at) "
+            "VALUES ($1, $2, 'uuid-x', 'manual', now() + interval '1 hour')",
+            org_, devices_[0]);
+        const auto old_cert = insert_certificate(tx, devices_[1], "11", "OLDFP");
+        const auto new_cert = insert_certificate(tx, devices_[1], "12", "NEWFP");
+        managed_ca::set_replaced_by(tx, old_cert, new_cert);
+    });
+    auto c = join(devices_[2], "3.0.0", "CFP");
+    auto report = *c.report;
+    report.metadata["meta"] = {{"note", "caf\xC3\xA9 \"quoted\" \\ done"}};
+    c.report = std::make_shared<const FirmwareReport>(std::move(report));
+    const std::vector<devices::JoinRecord> joins{join(devices_[0], "1.0.0", "AFP"),
+                                                 join(devices_[1], "2.0.0", "NEWFP"), c,
+                                                 join(devices_[2] + 1000, "9.9.9", "GONEFP")};
+    std::vector<devices::JoinFacts> facts;
+    db_.autocommit([&](Tx& tx) { facts = devices::record_joins(tx, joins); });
+
+    ASSERT_EQ(facts.size(), 4u);
+    EXPECT_TRUE(facts[0].update_in_flight);
+    EXPECT_FALSE(facts[0].rotation_work);
+    EXPECT_FALSE(facts[1].update_in_flight);
+    EXPECT_TRUE(facts[1].rotation_work);
+    EXPECT_FALSE(facts[2].update_in_flight);
+    EXPECT_FALSE(facts[2].rotation_work);
+    EXPECT_FALSE(facts[3].update_in_flight);
+    EXPECT_FALSE(facts[3].rotation_work);
+
+    db_.run([&](Tx& tx) {
+        const auto rows = tx->exec_params(
+            "SELECT id, firmware_uuid, version, platform, firmware_metadata->'meta'->>'note', "
+            "last_seen_at IS NOT NULL FROM devices ORDER BY id");
+        ASSERT_EQ(rows.size(), 3u) << "the join of a device that is gone creates nothing";
+        for (std::size_t i = 0; i < 3; ++i) {
+            const std::string version = std::to_string(i + 1) + ".0.0";
+            EXPECT_EQ(rows[i][0].as<std::int64_t>(), devices_[i]);
+            EXPECT_EQ(rows[i][1].as<std::string>(), "uuid-" + version);
+            EXPECT_EQ(rows[i][2].as<std::string>(), version);
+            EXPECT_EQ(rows[i][3].as<std::string>(), "rpi4");
+            EXPECT_TRUE(rows[i][5].as<bool>());
+        }
+        EXPECT_EQ(rows[2][4].as<std::string>(), "caf\xC3\xA9 \"quoted\" \\ done");
+    });
+}
+
+TEST_F(JoinBatch, TheGenericPlanMadeOnNearlyEmptyTablesScansNoTableWhole) {
+    // A pooled connection keeps the generic plan made at a statement's sixth execution; made on
+    // nearly empty tables, an unfenced plan scans devices (or the certificates) whole for every
+    // batch, however large the fleet has grown since.
+    std::vector<devices::JoinRecord> joins;
+    for (std::size_t i = 0; i < devices_.size(); ++i) {
+        joins.push_back(join(devices_[i], "1.0." + std::to_string(i)));
+    }
+    db_.run([&](Tx& tx) {
+        tx->exec0("SET LOCAL plan_cache_mode = force_generic_plan");
+        const std::string scans =
+            "SELECT pg_stat_get_xact_numscans('devices'::regclass) + "
+            "pg_stat_get_xact_numscans('device_certificates'::regclass) + "
+            "pg_stat_get_xact_numscans('device_updates'::regclass) + "
+            "pg_stat_get_xact_numscans('managed_ca_keys'::regclass)";
+        const auto before = tx->exec1(scans)[0].as<std::int64_t>();
+        const auto facts = devices::record_joins(tx, joins);
+        EXPECT_EQ(facts.size(), joins.size());
+        EXPECT_EQ(tx->exec1(scans)[0].as<std::int64_t>(), before) << "sequential scans";
+        EXPECT_EQ(tx->exec_params1("SELECT count(*) FROM devices WHERE version LIKE '1.0.%'")[0]
+                      .as<std::int64_t>(),
+                  3);
+    });
+}
+
+/// The batcher's worker pool for these tests: every job on a thread of its own, joined at the
+/// end; counts the jobs it was given.
+class JoinJobThreads {
+  public:
+    ~JoinJobThreads() { join(); }
+    JoinBatcher::Post post() {
+        return [this](std::function<void()> job) {
+            const std::lock_guard lock{mutex_};
+            threads_.emplace_back(std::move(job));
+            ++jobs_;
+        };
+    }
+    std::size_t jobs() {
+        const std::lock_guard lock{mutex_};
+        return jobs_;
+    }
+    void join() {
+        std::vector<std::thread> threads;
+        {
+            const std::lock_guard lock{mutex_};
+            threads.swap(threads_);
+        }
+        for (auto& t : threads) t.join();
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<std::thread> threads_;
+    std::size_t jobs_ = 0;
+};
+
+std::future<devices::JoinFacts> submit_join(JoinBatcher& batcher, devices::JoinRecord record) {
+    auto promise = std::make_shared<std::promise<devices::JoinFacts>>();
+    auto future = promise->get_future();
+    batcher.submit(std::move(record),
+                   [promise](std::exception_ptr error, std::optional<devices::JoinFacts> facts) {
+                       if (error) {
+                           promise->set_exception(error);
+                       } else {
+                           promise->set_value(*facts);
+                       }
+                   });
+    return future;
+}
+
+TEST_F(JoinBatch, JoinsThatArriveTogetherShareAStatementAndADevicesSecondJoinWaitsItsTurn) {
+    JoinJobThreads pool;
+    JoinBatcher batcher{db_, pool.post()};
+    // Another connection holds dev-a's row: the first batch (dev-a's join) waits for it, and the
+    // joins arriving meanwhile queue for the next batch.
+    pqxx::connection other{test_db_.url()};
+    std::optional<pqxx::work> blocker;
+    blocker.emplace(other);
+    blocker->exec_params("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", devices_[0]);
+
+    std::vector<std::future<devices::JoinFacts>> answers;
+    answers.push_back(submit_join(batcher, join(devices_[0], "1.0.0")));
+    for (int i = 0; i < 100 && batcher.statements() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(batcher.statements(), 1u);
+    answers.push_back(submit_join(batcher, join(devices_[1], "2.0.0")));
+    answers.push_back(submit_join(batcher, join(devices_[0], "1.0.1")));
+    answers.push_back(submit_join(batcher, join(devices_[2], "3.0.0")));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(batcher.statements(), 1u) << "the others wait for the batch in flight";
+    EXPECT_EQ(pool.jobs(), 1u) << "waiting joins hold no worker thread";
+    blocker->commit();
+    for (auto& a : answers) EXPECT_NO_THROW(a.get());
+    pool.join();
+
+    // The three joins queued meanwhile went in one statement: dev-a's second among them, as its
+    // first was no longer queued. One job ran both statements.
+    EXPECT_EQ(batcher.statements(), 2u);
+    EXPECT_EQ(batcher.items(), 4u);
+    EXPECT_EQ(pool.jobs(), 1u);
+    EXPECT_EQ(version_of(devices_[0]), "1.0.1") << "a device's joins are stored in their order";
+    EXPECT_EQ(version_of(devices_[1]), "2.0.0");
+    EXPECT_EQ(version_of(devices_[2]), "3.0.0");
+}
+
+TEST_F(JoinBatch, TwoJoinsOfOneDeviceQueuedTogetherGoToSeparateStatementsInOrder) {
+    JoinJobThreads pool;
+    JoinBatcher batcher{db_, pool.post()};
+    pqxx::connection other{test_db_.url()};
+    std::optional<pqxx::work> blocker;
+    blocker.emplace(other);
+    blocker->exec_params("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE", devices_[2]);
+
+    std::vector<std::future<devices::JoinFacts>> answers;
+    answers.push_back(submit_join(batcher, join(devices_[2], "0.0.1")));
+    for (int i = 0; i < 100 && batcher.statements() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(batcher.statements(), 1u);
+    // Queued while the first batch waits: two joins of dev-a and one of dev-b.
+    answers.push_back(submit_join(batcher, join(devices_[0], "1.0.0")));
+    answers.push_back(submit_join(batcher, join(devices_[0], "1.0.1")));
+    answers.push_back(submit_join(batcher, join(devices_[1], "2.0.0")));
+    blocker->commit();
+    for (auto& a : answers) EXPECT_NO_THROW(a.get());
+    pool.join();
+
+    // dev-a's first join and dev-b's in the second statement, dev-a's second in the third.
+    EXPECT_EQ(batcher.statements(), 3u);
+    EXPECT_EQ(version_of(devices_[0]), "1.0.1");
+    EXPECT_EQ(version_of(devices_[1]), "2.0.0");
+    EXPECT_EQ(version_of(devices_[2]), "0.0.1");
+}
+
+}  // namespace
+}  // namespace otahub::db
