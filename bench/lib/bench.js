@@ -509,11 +509,14 @@ async function handshakes(R, hub, setup) {
   const churn = hubload(hub, setup, 'churn', { n: hsN, prefix: 'hs', binds: ['127.0.0.6'], conc: 32, extra: ['-R', '-H', String(hub.child.pid)] });
   let perf = null;
   const warmup = kv(await churn.line('WARMUP', 600000));
+  const pgWarm = cpuOfComm('postgres');
   if (process.env.BENCH_PERF) {
     perf = spawn('perf', ['record', '-F', '999', ...(process.env.BENCH_PERF_CALLGRAPH ? ['--call-graph', process.env.BENCH_PERF_CALLGRAPH] : ['-g']), '-o', process.env.BENCH_PERF, '-p', String(hub.child.pid)], { stdio: 'ignore' });
   }
   const full = kv(await churn.line('FULL', 600000));
+  const pgFull = cpuOfComm('postgres');
   const resumed = kv(await churn.line('RESUMED', 600000));
+  const pgResumed = cpuOfComm('postgres');
   await churn.exited;
   if (perf) {
     perf.kill('SIGINT');
@@ -537,6 +540,9 @@ async function handshakes(R, hub, setup) {
   R.hub.resumed_context_switches = r1(resumed.hub_csw / resumed.joined);
   // The load client's CPU per connection (its client_cpu_s is cumulative).
   R.hub.handshake_client_cpu_ms = r3((full.client_cpu_s - warmup.client_cpu_s) * 1000 / full.joined);
+  // PostgreSQL's CPU per connection (check and open, join, close), full and resumed passes.
+  R.hub.handshake_postgres_cpu_ms = r3((pgFull - pgWarm) * 1000 / full.joined);
+  R.hub.resumed_postgres_cpu_ms = r3((pgResumed - pgFull) * 1000 / resumed.joined);
   R.hub.resumed_client_cpu_ms = r3((resumed.client_cpu_s - full.client_cpu_s) * 1000 / resumed.joined);
   R.hub.handshake_foreign_cpu_pct = noteForeign(R, 'handshake step', foreign);
   if (cpu0 < 0) R.notes.push('hub CPU unreadable');
