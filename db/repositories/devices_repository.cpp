@@ -439,8 +439,11 @@ const std::string& check_open_or_provision_sql() {
     // The attempts come as one jsonb value, which PostgreSQL estimates at 100 rows, and a pooled
     // connection keeps the generic plan it made at its sixth execution, possibly while the tables
     // were nearly empty: without the fences (OFFSET 0 keeps a subquery from being flattened into
-    // a join, = ANY(ARRAY(...)) makes an index lookup) that plan scanned device_certificates and
-    // devices whole for every batch, which grew with the fleet.
+    // a join, = ANY(ARRAY(...)) makes an index lookup once the table has grown past a few pages)
+    // that plan scanned device_certificates and devices whole for every batch, which grew with
+    // the fleet. The devices and certificates of the connections opened are updated through a
+    // join with them (a row or so, by PostgreSQL's estimate: a nested loop over the primary key):
+    // `id = ANY(...)` there still made sequential scans in a plan made on nearly empty tables.
     static const std::string sql =
         "WITH input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(n int, fp text, "
         "ca bigint, org bigint, serial text, issued boolean, identifier text, pkfp text, "
@@ -462,13 +465,14 @@ const std::string& check_open_or_provision_sql() {
         " AND chk.cert_id IS NOT NULL AND NOT chk.revoked AND chk.device_id IS NOT NULL "
         "AND chk.org_id = i.org AND NOT chk.deleted AND NOT chk.disabled "
         "RETURNING id, device_id, certificate_fingerprint), "
-        "device AS (UPDATE devices SET connected_at = now(), last_seen_at = now(), "
-        "first_seen_at = COALESCE(first_seen_at, now()) "
-        "WHERE id = ANY(ARRAY(SELECT device_id FROM connection))), "
-        "certificate AS (UPDATE device_certificates SET last_used_at = now() "
-        "WHERE id = ANY(ARRAY(SELECT chk.cert_id FROM chk JOIN input i ON i.n = chk.n "
-        "JOIN connection c ON c.certificate_fingerprint = i.fp)) "
-        "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')), "
+        "device AS (UPDATE devices d SET connected_at = now(), last_seen_at = now(), "
+        "first_seen_at = COALESCE(d.first_seen_at, now()) FROM connection c "
+        "WHERE d.id = c.device_id), "
+        "certificate AS (UPDATE device_certificates k SET last_used_at = now() "
+        "FROM chk JOIN input i ON i.n = chk.n JOIN connection c ON c.certificate_fingerprint = "
+        "i.fp "
+        "WHERE k.id = chk.cert_id "
+        "AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')), "
         "j_profile AS (SELECT i.n, i.org, i.identifier, c.jitp_product_id, c.jitp_tags, "
         "c.jitp_description, c.serial AS ca_serial, p.name AS product "
         "FROM input i JOIN chk ON chk.n = i.n "

@@ -811,6 +811,35 @@ TEST_F(Provisioning, AKnownCertificateIsOpenedAsByCheckAndOpenWithItsEvent) {
               2);
 }
 
+TEST_F(Provisioning, TheGenericPlanMadeOnNearlyEmptyTablesScansNoDeviceTableWhole) {
+    // A pooled connection keeps the generic plan made at a statement's sixth execution; made on
+    // nearly empty tables, an unfenced plan scans devices or their certificates whole for every
+    // batch, however large the fleet has grown since. A known certificate (its connection and
+    // device updated) and a new device (JITP), in one statement, with the generic plan.
+    const auto made = provision(request("dev-plan", "PLANFP1"));
+    ASSERT_TRUE(made.has_value());
+    db_.run([&](Tx& tx) {
+        tx->exec0("SET LOCAL plan_cache_mode = force_generic_plan");
+        const std::string scans =
+            "SELECT pg_stat_get_xact_numscans('devices'::regclass) + "
+            "pg_stat_get_xact_numscans('device_certificates'::regclass) + "
+            "pg_stat_get_xact_numscans('device_connections'::regclass)";
+        const auto before = tx->exec1(scans)[0].as<std::int64_t>();
+        const auto out = devices::check_open_or_provision(
+            tx, {request("dev-plan", "PLANFP1"), request("dev-plan-new", "PLANFP2")}, "node-b",
+            R"({"kind":"device_connected","node_id":"node-b"})");
+        EXPECT_EQ(tx->exec1(scans)[0].as<std::int64_t>(), before) << "sequential scans";
+        ASSERT_EQ(out.size(), 2u);
+        EXPECT_TRUE(out[0].check.connection_id.has_value());
+        EXPECT_TRUE(out[1].provisioned.has_value());
+        EXPECT_EQ(tx->exec_params1("SELECT connected_at >= now() FROM devices WHERE id = $1",
+                                   made->device_id)[0]
+                      .as<bool>(),
+                  true)
+            << "the known device's row was updated";
+    });
+}
+
 TEST_F(Provisioning, ProvisionsExactlyWhenTheCrlRuleAdmits) {
     // Every CRL state the rule reads, on the JITP CA: a new device is created only when
     // crl_refusal (C++) finds nothing to refuse in the state the statement read.
