@@ -667,14 +667,21 @@ std::int64_t close_connections(Tx& tx, const std::vector<ConnectionClose>& close
     }
     // A reason is the hub's text, or a close reason or error message that may not be UTF-8.
     const auto input = list.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    // The generic plan a pooled connection keeps (see check_open_or_provision_sql) read every
+    // connected row of the cluster (a bitmap scan of device_connections_node_connected) for each
+    // batch of closes. The range on the id, true for every connection row, makes PostgreSQL
+    // expect one input row instead of jsonb_to_recordset's 100, and `<> 'disconnected'` (the same
+    // rows: status is one of the two) does not match that partial index's predicate, which a
+    // plan made while few sessions were connected takes for nearly free: rows are looked up by id.
     const auto row = tx->exec_params1(
         "WITH input AS (SELECT i.id, i.reason, least(now(), to_timestamp(i.at / 1000.0)) AS at "
-        "FROM jsonb_to_recordset($1::jsonb) AS i(id bigint, reason text, at double precision)), "
+        "FROM jsonb_to_recordset($1::jsonb) AS i(id bigint, reason text, at double precision) "
+        "WHERE i.id >= 1 AND i.id < 9223372036854775807), "
         "closed AS (UPDATE device_connections c SET status = 'disconnected', "
         "disconnected_at = greatest(c.connected_at, input.at), "
         "last_seen_at = greatest(c.last_seen_at, c.connected_at, input.at), "
         "disconnect_reason = input.reason "
-        "FROM input WHERE c.id = input.id AND c.status = 'connected' "
+        "FROM input WHERE c.id = input.id AND c.status <> 'disconnected' "
         "RETURNING c.device_id, c.disconnected_at AS at), "
         "seen AS (SELECT device_id, max(at) AS at FROM closed GROUP BY device_id), "
         "touched AS (UPDATE devices d SET last_seen_at = greatest(d.last_seen_at, seen.at) "

@@ -398,6 +398,40 @@ TEST_F(ConnectionCheck, CloseConnectionsEndsOpenSessionsWithTheirReasonAndTimeIn
     });
 }
 
+TEST_F(ConnectionCheck, ClosingSessionsReadsOnlyTheirRowsWhateverThePlan) {
+    // Forty sessions connected; two close. A generic plan made on nearly empty tables must
+    // still look their rows up by id, not read every connected row of the cluster per batch.
+    db_.run([&](Tx& tx) {
+        tx->exec_params0(
+            "INSERT INTO device_connections (device_id, node_id, remote_address, "
+            "certificate_fingerprint) SELECT $1, 'node-a', '127.0.0.1:5000', 'DEVFP' "
+            "FROM generate_series(1, 40)",
+            device_);
+    });
+    std::vector<std::int64_t> ids;
+    db_.autocommit([&](Tx& tx) {
+        for (const auto& row : tx->exec("SELECT id FROM device_connections ORDER BY id LIMIT 2")) {
+            ids.push_back(row[0].as<std::int64_t>());
+        }
+    });
+    ASSERT_EQ(ids.size(), 2u);
+    db_.run([&](Tx& tx) {
+        tx->exec0("SET LOCAL plan_cache_mode = force_generic_plan");
+        const std::string read =
+            "SELECT pg_stat_get_xact_tuples_fetched('device_connections'::regclass) + "
+            "pg_stat_get_xact_tuples_returned('device_connections'::regclass)";
+        const auto before = tx->exec1(read)[0].as<std::int64_t>();
+        const auto at = std::chrono::system_clock::now();
+        EXPECT_EQ(devices::close_connections(
+                      tx, {{ids[0], "gone", at}, {ids[1], "gone", at}, {ids[1] + 1000, "x", at}}),
+                  2);
+        EXPECT_LE(tx->exec1(read)[0].as<std::int64_t>() - before, 4) << "rows read";
+        EXPECT_EQ(tx->exec1("SELECT count(*) FROM device_connections WHERE status = 'connected'")[0]
+                      .as<std::int64_t>(),
+                  38);
+    });
+}
+
 TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
     auto rotation_work = [&](const std::string& fingerprint, std::int64_t ca) {
         bool work = false;
