@@ -29,6 +29,8 @@
 #include "db/repositories/managed_ca_repository.hpp"
 #include "db/repositories/products_repository.hpp"
 #include "db/tx.hpp"
+#include "tests/db/batcher_support.hpp"
+#include "tests/db/fleet_support.hpp"
 #include "tests/db/test_database.hpp"
 
 namespace otahub::db {
@@ -101,16 +103,7 @@ class ConnectionCheck : public ::testing::Test {
             org_ = accounts::create_org(tx, "acme").id;
             other_org_ = accounts::create_org(tx, "other").id;
             product_ = products::create(tx, org_, "demo").id;
-            NewCaCertificate ca;
-            ca.org_id = org_;
-            ca.serial = "1001";
-            ca.ski = "CA:SKI";
-            ca.subject = "CN=fleet CA";
-            ca.fingerprint = "CAFP";
-            ca.not_before = Clock::now() - std::chrono::hours(1);
-            ca.not_after = Clock::now() + std::chrono::hours(24);
-            ca.der = {0x30, 0x00};
-            ca_ = ca_certificates::create(tx, ca).id;
+            ca_ = ca_certificates::create(tx, testing::fleet_ca(org_)).id;
             device_ = devices::create_if_missing(tx, org_, product_, "dev-1", "", {}).id;
             certificate_ = insert_certificate(tx, "77", "DEVFP");
         });
@@ -119,18 +112,9 @@ class ConnectionCheck : public ::testing::Test {
     /// A certificate of dev-1 issued by the CA; its key and SKI derive from the fingerprint.
     std::int64_t insert_certificate(Tx& tx, const std::string& serial,
                                     const std::string& fingerprint) const {
-        NewDeviceCertificate cert;
-        cert.org_id = org_;
-        cert.device_id = device_;
-        cert.serial = serial;
-        cert.aki = "CA:SKI";
-        cert.ski = "SKI:" + fingerprint;
-        cert.not_before = Clock::now() - std::chrono::hours(1);
-        cert.not_after = Clock::now() + std::chrono::hours(24);
-        cert.fingerprint = fingerprint;
-        cert.public_key_fingerprint = "KEY:" + fingerprint;
-        cert.der = {0x30, 0x00};
-        return devices::insert_certificate(tx, cert)->id;
+        return devices::insert_certificate(
+                   tx, testing::fleet_certificate(org_, device_, serial, fingerprint))
+            ->id;
     }
 
     /// CA `ca`'s missing-CRL policy, and its CRL: "none", "current" or "expired", listing serial
@@ -990,51 +974,12 @@ TEST_F(Provisioning, OneStatementDecidesEveryAttemptOfABatchInOrder) {
     EXPECT_EQ(watch.events_until("after"), 1u);
 }
 
-/// The batcher's worker pool for these tests: every job on a thread of its own, joined at the end;
-/// counts the jobs it was given.
-class JobThreads {
-  public:
-    ~JobThreads() { join(); }
-    ConnectionBatcher::Post post() {
-        return [this](std::function<void()> job) {
-            const std::lock_guard lock{mutex_};
-            threads_.emplace_back(std::move(job));
-            ++jobs_;
-        };
-    }
-    std::size_t jobs() {
-        const std::lock_guard lock{mutex_};
-        return jobs_;
-    }
-    void join() {
-        std::vector<std::thread> threads;
-        {
-            const std::lock_guard lock{mutex_};
-            threads.swap(threads_);
-        }
-        for (auto& t : threads) t.join();
-    }
-
-  private:
-    std::mutex mutex_;
-    std::vector<std::thread> threads_;
-    std::size_t jobs_ = 0;
-};
+using testing::JobThreads;
 
 /// Submits `attempt`; the future holds its answer or the statement's failure.
 std::future<devices::CheckOrProvision> submit(ConnectionBatcher& batcher,
                                               devices::ConnectionAttempt attempt) {
-    auto promise = std::make_shared<std::promise<devices::CheckOrProvision>>();
-    auto future = promise->get_future();
-    batcher.submit(std::move(attempt), [promise](std::exception_ptr error,
-                                                 std::optional<devices::CheckOrProvision> answer) {
-        if (error) {
-            promise->set_exception(error);
-        } else {
-            promise->set_value(std::move(*answer));
-        }
-    });
-    return future;
+    return testing::submit_to(batcher, std::move(attempt));
 }
 
 TEST_F(Provisioning, TheBatcherSharesAStatementAmongAttemptsThatArriveTogether) {

@@ -22,6 +22,8 @@
 #include "db/repositories/managed_ca_repository.hpp"
 #include "db/repositories/products_repository.hpp"
 #include "db/tx.hpp"
+#include "tests/db/batcher_support.hpp"
+#include "tests/db/fleet_support.hpp"
 #include "tests/db/test_database.hpp"
 
 namespace otahub::db {
@@ -36,16 +38,7 @@ class JoinBatch : public ::testing::Test {
         db_.run([&](Tx& tx) {
             org_ = accounts::create_org(tx, "acme").id;
             product_ = products::create(tx, org_, "demo").id;
-            NewCaCertificate ca;
-            ca.org_id = org_;
-            ca.serial = "1001";
-            ca.ski = "CA:SKI";
-            ca.subject = "CN=fleet CA";
-            ca.fingerprint = "CAFP";
-            ca.not_before = Clock::now() - std::chrono::hours(1);
-            ca.not_after = Clock::now() + std::chrono::hours(24);
-            ca.der = {0x30, 0x00};
-            ca_ = ca_certificates::create(tx, ca).id;
+            ca_ = ca_certificates::create(tx, testing::fleet_ca(org_)).id;
             for (const auto* name : {"dev-a", "dev-b", "dev-c"}) {
                 devices_.push_back(devices::create_if_missing(tx, org_, product_, name, "", {}).id);
             }
@@ -54,18 +47,9 @@ class JoinBatch : public ::testing::Test {
 
     std::int64_t insert_certificate(Tx& tx, std::int64_t device, const std::string& serial,
                                     const std::string& fingerprint) const {
-        NewDeviceCertificate cert;
-        cert.org_id = org_;
-        cert.device_id = device;
-        cert.serial = serial;
-        cert.aki = "CA:SKI";
-        cert.ski = "SKI:" + fingerprint;
-        cert.not_before = Clock::now() - std::chrono::hours(1);
-        cert.not_after = Clock::now() + std::chrono::hours(24);
-        cert.fingerprint = fingerprint;
-        cert.public_key_fingerprint = "KEY:" + fingerprint;
-        cert.der = {0x30, 0x00};
-        return devices::insert_certificate(tx, cert)->id;
+        return devices::insert_certificate(
+                   tx, testing::fleet_certificate(org_, device, serial, fingerprint))
+            ->id;
     }
 
     devices::JoinRecord join(std::int64_t device, const std::string& version,
@@ -171,53 +155,14 @@ TEST_F(JoinBatch, TheGenericPlanMadeOnNearlyEmptyTablesScansNoTableWhole) {
     });
 }
 
-/// The batcher's worker pool for these tests: every job on a thread of its own, joined at the
-/// end; counts the jobs it was given.
-class JoinJobThreads {
-  public:
-    ~JoinJobThreads() { join(); }
-    JoinBatcher::Post post() {
-        return [this](std::function<void()> job) {
-            const std::lock_guard lock{mutex_};
-            threads_.emplace_back(std::move(job));
-            ++jobs_;
-        };
-    }
-    std::size_t jobs() {
-        const std::lock_guard lock{mutex_};
-        return jobs_;
-    }
-    void join() {
-        std::vector<std::thread> threads;
-        {
-            const std::lock_guard lock{mutex_};
-            threads.swap(threads_);
-        }
-        for (auto& t : threads) t.join();
-    }
-
-  private:
-    std::mutex mutex_;
-    std::vector<std::thread> threads_;
-    std::size_t jobs_ = 0;
-};
+using testing::JobThreads;
 
 std::future<devices::JoinFacts> submit_join(JoinBatcher& batcher, devices::JoinRecord record) {
-    auto promise = std::make_shared<std::promise<devices::JoinFacts>>();
-    auto future = promise->get_future();
-    batcher.submit(std::move(record),
-                   [promise](std::exception_ptr error, std::optional<devices::JoinFacts> facts) {
-                       if (error) {
-                           promise->set_exception(error);
-                       } else {
-                           promise->set_value(*facts);
-                       }
-                   });
-    return future;
+    return testing::submit_to(batcher, std::move(record));
 }
 
 TEST_F(JoinBatch, JoinsThatArriveTogetherShareAStatementAndADevicesSecondJoinWaitsItsTurn) {
-    JoinJobThreads pool;
+    JobThreads pool;
     JoinBatcher batcher{db_, pool.post()};
     // Another connection holds dev-a's row: the first batch (dev-a's join) waits for it, and the
     // joins arriving meanwhile queue for the next batch.
@@ -253,7 +198,7 @@ TEST_F(JoinBatch, JoinsThatArriveTogetherShareAStatementAndADevicesSecondJoinWai
 }
 
 TEST_F(JoinBatch, TwoJoinsOfOneDeviceQueuedTogetherGoToSeparateStatementsInOrder) {
-    JoinJobThreads pool;
+    JobThreads pool;
     JoinBatcher batcher{db_, pool.post()};
     pqxx::connection other{test_db_.url()};
     std::optional<pqxx::work> blocker;
