@@ -101,9 +101,6 @@ struct DeviceHooks {
     std::shared_ptr<EventRecorder> recorder = std::make_shared<EventRecorder>();
 };
 
-/// What to do for one inbound frame: optional blocking work (database writes, hooks) to run on
-/// the worker pool first, then the frames to send. If the work throws, `on_failure` is sent
-/// instead of `replies`.
 /// A join to store through the session's db::JoinBatcher; its facts go to `facts` before the
 /// step's `after` runs.
 struct JoinStep {
@@ -111,6 +108,9 @@ struct JoinStep {
     std::shared_ptr<db::devices::JoinFacts> facts{};
 };
 
+/// What to do for one inbound frame: optional blocking work (database writes, hooks) to run on
+/// the worker pool first, or a join to store, then the frames to send. If the work or the join
+/// fails, `on_failure` is sent instead of `replies`.
 struct ChannelStep {
     std::function<void()> work{};
     /// Instead of `work`. A pointer: a session's read loop holds its step across the wait.
