@@ -6,6 +6,9 @@
 //           fan-out latency of PUBLISH messages whose payload is "seq <mono_ns>".
 //   pub   : one mTLS MQTT connection; publish K messages to fw/updates every I ms with CLOCK_MONOTONIC ts.
 //   https : N sequential-new-connection HTTPS GETs (full TLS 1.3 mTLS handshake each), concurrency C.
+//           Added 2026-12-05 for the resumption anchor (the modes above are as they were measured):
+//           -W FILE asks for session tickets and writes each connection's session to FILE (PEM);
+//           -L FILE resumes one session of FILE per connection (N at most the sessions there).
 // Build: gcc -O2 -o anchorcli anchorcli.c -lssl -lcrypto
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -14,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -31,6 +35,9 @@ static int port = 8883, N = 1000, conc = 100, K = 5, interval_ms = 1000, timeout
 static const char *cert = "pki/device.crt", *key = "pki/device.key", *cafile = "pki/ca.crt";
 static const char *groups = "P-256", *outfile = NULL, *idprefix = "d", *path = "/tiny";
 static const char *readyfile = NULL;
+static const char *save_sessions = NULL, *load_sessions = NULL;
+static SSL_SESSION **sessions;  // -W: kept per connection; -L: loaded, one per connection
+static int nsessions = 0, nreused = 0;
 static SSL_CTX *ctx;
 static int ep;
 
@@ -84,7 +91,7 @@ static void mk_ctx(void) {
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   if (groups && *groups && SSL_CTX_set1_groups_list(ctx, groups) != 1) die("groups");
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  if (!save_sessions && !load_sessions) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 }
 
@@ -215,6 +222,13 @@ static void http_send(conn *c) {
 
 static void finish_http(conn *c, int ok) {
   if (ok) ndone++; else nfail++;
+  if (ok && save_sessions) {
+    // A copy: OpenSSL marks the live session not resumable when the connection is freed without
+    // our close_notify.
+    SSL_SESSION *s = SSL_get1_session(c->ssl);
+    if (s && SSL_SESSION_is_resumable(s)) sessions[nsessions++] = SSL_SESSION_dup(s);
+    SSL_SESSION_free(s);
+  }
   SSL_free(c->ssl);
   c->ssl = NULL;
   close(c->fd);
@@ -233,6 +247,7 @@ static void handle(conn *c, uint32_t ev) {
     SSL_set_fd(c->ssl, c->fd);
     SSL_set_tlsext_host_name(c->ssl, "localhost");
     SSL_set1_host(c->ssl, "localhost");
+    if (load_sessions && c->idx < nsessions) SSL_set_session(c->ssl, sessions[c->idx]);
     c->state = S_TLS;
   }
   if (c->state == S_TLS) {
@@ -245,6 +260,7 @@ static void handle(conn *c, uint32_t ev) {
       return;
     }
     ep_mod(c, EPOLLIN, EPOLL_CTL_MOD);
+    if (SSL_session_reused(c->ssl)) nreused++;
     if (!strcmp(mode, "https")) {
       c->state = S_HTTP;
       http_send(c);
@@ -353,7 +369,7 @@ static int run_pub(void) {
 
 int main(int argc, char **argv) {
   int o;
-  while ((o = getopt(argc, argv, "m:h:p:b:n:c:k:i:t:o:r:g:C:K:A:x:P:")) != -1) {
+  while ((o = getopt(argc, argv, "m:h:p:b:n:c:k:i:t:o:r:g:C:K:A:x:P:W:L:")) != -1) {
     switch (o) {
       case 'm': mode = optarg; break;
       case 'h': host = optarg; break;
@@ -372,6 +388,8 @@ int main(int argc, char **argv) {
       case 'A': cafile = optarg; break;
       case 'x': idprefix = optarg; break;
       case 'P': path = optarg; break;
+      case 'W': save_sessions = optarg; break;
+      case 'L': load_sessions = optarg; break;
       default: fprintf(stderr, "bad opt\n"); return 2;
     }
   }
@@ -379,6 +397,16 @@ int main(int argc, char **argv) {
   signal(SIGTERM, onsig);
   signal(SIGINT, onsig);
   mk_ctx();
+  if (save_sessions) sessions = calloc(N, sizeof *sessions);
+  if (load_sessions) {
+    FILE *f = fopen(load_sessions, "r");
+    if (!f) die("sessions file");
+    sessions = calloc(N, sizeof *sessions);
+    SSL_SESSION *s;
+    while (nsessions < N && (s = PEM_read_SSL_SESSION(f, NULL, NULL, NULL)) != NULL) sessions[nsessions++] = s;
+    fclose(f);
+    if (nsessions < N) N = nsessions;
+  }
   if (!strcmp(mode, "pub")) return run_pub();
   ep = epoll_create1(0);
   conns = calloc(N, sizeof *conns);
@@ -415,7 +443,14 @@ int main(int argc, char **argv) {
   int64_t t_end = now_ns();
   if (https) {
     double el = (t_end - t_start) / 1e9;
-    printf("HTTPS n_ok=%d fail=%d elapsed_s=%.3f rate_per_s=%.1f cpu_s=%.3f\n", ndone, nfail, el, ndone / el, cpu_s());
+    printf("HTTPS n_ok=%d fail=%d elapsed_s=%.3f rate_per_s=%.1f cpu_s=%.3f reused=%d\n", ndone, nfail, el,
+           ndone / el, cpu_s(), nreused);
+    if (save_sessions) {
+      FILE *f = fopen(save_sessions, "w");
+      if (!f) die("sessions file");
+      for (int i = 0; i < nsessions; i++) PEM_write_SSL_SESSION(f, sessions[i]);
+      fclose(f);
+    }
     return 0;
   }
   if (!ready_reported) { t_allready = now_ns(); write_ready(); }
