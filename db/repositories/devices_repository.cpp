@@ -265,13 +265,6 @@ std::vector<JoinFacts> record_joins(Tx& tx, const std::vector<JoinRecord>& joins
     return out;
 }
 
-JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
-                      const std::string& fingerprint, std::int64_t ca_id) {
-    return record_joins(tx, {JoinRecord{id, std::make_shared<const FirmwareReport>(report),
-                                        fingerprint, ca_id}})
-        .front();
-}
-
 void record_status(Tx& tx, std::int64_t id, const std::string& status,
                    const std::optional<std::string>& reason,
                    const std::optional<std::int64_t>& delay_for_minutes) {

@@ -174,9 +174,6 @@ struct JoinRecord {
 /// (PostgreSQL updates a row once per statement). A device that no longer exists is not
 /// updated; its facts are still read.
 std::vector<JoinFacts> record_joins(Tx& tx, const std::vector<JoinRecord>& joins);
-/// record_joins for one join.
-JoinFacts record_join(Tx& tx, std::int64_t id, const FirmwareReport& report,
-                      const std::string& fingerprint, std::int64_t ca_id);
 /// Stores a status_update (`rescheduled` with delay_for minutes also blocks updates until then).
 void record_status(Tx& tx, std::int64_t id, const std::string& status,
                    const std::optional<std::string>& reason,

@@ -117,8 +117,9 @@ struct ChannelStep {
     std::unique_ptr<JoinStep> join{};
     std::vector<phoenix::Message> replies{};
     std::vector<phoenix::Message> on_failure{};
-    /// Blocking work run on the worker pool after the replies were queued (and only if `work`
-    /// succeeded): observers whose pushes must follow the reply, e.g. an `update` after a join.
+    /// Blocking work run on the worker pool after the replies were queued (and only if `work` or
+    /// `join` succeeded): observers whose pushes must follow the reply, e.g. an `update` after a
+    /// join.
     std::function<void()> after{};
 };
 

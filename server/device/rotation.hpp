@@ -105,7 +105,7 @@ class CertificateRotation {
     std::size_t sweep();
 
   private:
-    /// `work`: whether the certificate has rotation work, as devices::record_join read it.
+    /// `work`: whether the certificate has rotation work, as devices::record_joins read it.
     void joined(const SessionInfo& info, bool work);
     void handle_csr(const SessionInfo& info, const nlohmann::json& payload);
     void refuse(const SessionInfo& info, const std::string& reason);

@@ -59,7 +59,7 @@ class RolloutEngine {
     /// A device joined topic `device` on this node (worker thread; the join reply is queued):
     /// settles its in-flight update against the firmware it reports, then resolves it.
     /// `in_flight`: whether the join's own statement found an update in flight
-    /// (devices::record_join).
+    /// (devices::record_joins).
     void on_join(const device::SessionInfo& info, const db::FirmwareReport& report, bool in_flight);
     /// A device event (`status_update`): ends the in-flight update on failure, ignore or
     /// reschedule, with the penalty box and fleet pause rules.

@@ -1,8 +1,8 @@
 // The device endpoint's statements, against a real PostgreSQL: check_open_or_provision (for
 // every connection of a batch, the CRL state, the certificate and its device, and the connection
 // row with its NOTIFY when they admit it, and plain JITP, in one statement),
-// open_connection_and_notify, and record_join (the join's UPDATE and the facts its observers start
-// from, in one statement); and ConnectionBatcher.
+// open_connection_and_notify, and record_joins for one join (the join's UPDATE and the facts its
+// observers start from, in one statement); and ConnectionBatcher.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -115,6 +115,14 @@ class ConnectionCheck : public ::testing::Test {
         return devices::insert_certificate(
                    tx, testing::fleet_certificate(org_, device_, serial, fingerprint))
             ->id;
+    }
+
+    /// devices::record_joins for dev-1's join alone.
+    devices::JoinFacts record_join(Tx& tx, const FirmwareReport& report,
+                                   const std::string& fingerprint, std::int64_t ca) const {
+        return devices::record_joins(
+                   tx, {{device_, std::make_shared<const FirmwareReport>(report), fingerprint, ca}})
+            .at(0);
     }
 
     /// CA `ca`'s missing-CRL policy, and its CRL: "none", "current" or "expired", listing serial
@@ -420,8 +428,7 @@ TEST_F(ConnectionCheck, RotationWorkOnlyForManagedCasOrPendingRetirement) {
     auto rotation_work = [&](const std::string& fingerprint, std::int64_t ca) {
         bool work = false;
         db_.autocommit([&](Tx& tx) {
-            work =
-                devices::record_join(tx, device_, FirmwareReport{}, fingerprint, ca).rotation_work;
+            work = record_join(tx, FirmwareReport{}, fingerprint, ca).rotation_work;
         });
         return work;
     };
@@ -448,8 +455,7 @@ TEST_F(ConnectionCheck, RecordJoinStoresTheReportAndReadsTheJoinFacts) {
     report.platform = "rpi4";
     report.metadata = {{"version", "1.2.3"}};
     devices::JoinFacts facts{true, true};
-    db_.autocommit(
-        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP", ca_); });
+    db_.autocommit([&](Tx& tx) { facts = record_join(tx, report, "DEVFP", ca_); });
     EXPECT_FALSE(facts.update_in_flight);
     EXPECT_FALSE(facts.rotation_work);
     db_.run([&](Tx& tx) {
@@ -476,8 +482,7 @@ TEST_F(ConnectionCheck, RecordJoinStoresTheReportAndReadsTheJoinFacts) {
         managed_ca::set_replaced_by(tx, certificate_, successor);
     });
     report.version = "1.2.4";
-    db_.autocommit(
-        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP2", ca_); });
+    db_.autocommit([&](Tx& tx) { facts = record_join(tx, report, "DEVFP2", ca_); });
     EXPECT_TRUE(facts.update_in_flight);
     EXPECT_TRUE(facts.rotation_work);
     db_.run([&](Tx& tx) {
@@ -487,16 +492,14 @@ TEST_F(ConnectionCheck, RecordJoinStoresTheReportAndReadsTheJoinFacts) {
             << "the UPDATE ran although the outer SELECT does not read it";
     });
     // The old certificate does not itself have a successor pending: no rotation work for it.
-    db_.autocommit(
-        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP", ca_); });
+    db_.autocommit([&](Tx& tx) { facts = record_join(tx, report, "DEVFP", ca_); });
     EXPECT_TRUE(facts.update_in_flight);
     EXPECT_FALSE(facts.rotation_work);
     db_.run([&](Tx& tx) {
         tx->exec_params0("UPDATE device_updates SET status = 'succeeded' WHERE device_id = $1",
                          device_);
     });
-    db_.autocommit(
-        [&](Tx& tx) { facts = devices::record_join(tx, device_, report, "DEVFP2", ca_); });
+    db_.autocommit([&](Tx& tx) { facts = record_join(tx, report, "DEVFP2", ca_); });
     EXPECT_FALSE(facts.update_in_flight) << "a finished update is not in flight";
 }
 
