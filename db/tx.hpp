@@ -185,6 +185,17 @@ inline std::string id_array_literal(const std::vector<std::int64_t>& ids) {
     return out + "}";
 }
 
+/// `SELECT i.id FROM unnest($N::bigint[]) ...`: the ids of a bigint[] parameter as rows, to join
+/// a table on by primary key. A pooled connection keeps the generic plan PostgreSQL makes at a
+/// statement's sixth execution, and `id = ANY($N)` planned while the tables were nearly empty
+/// scans the whole table for every call, however large it has grown since. The range on `id`, true
+/// for every id, makes PostgreSQL expect one input row instead of unnest's 100, so the join goes
+/// through the primary key.
+inline std::string id_rows_sql(int param) {
+    return "SELECT i.id FROM unnest($" + std::to_string(param) +
+           "::bigint[]) AS i(id) WHERE i.id >= 1 AND i.id < 9223372036854775807";
+}
+
 /// Seconds since the Unix epoch.
 inline std::int64_t epoch_seconds(std::chrono::system_clock::time_point tp) {
     return std::chrono::duration_cast<std::chrono::seconds>(tp.time_since_epoch()).count();

@@ -41,9 +41,15 @@ DeviceUpdateRow update_from(const pqxx::row& r) {
 std::vector<DeviceUpdateRow> updates_by_ids(Tx& tx, const std::vector<std::int64_t>& ids) {
     std::vector<DeviceUpdateRow> out;
     if (ids.empty()) return out;
-    for (const auto& row : tx->exec_params(std::string("SELECT ") + kUpdateColumns + kUpdateFrom +
-                                               "WHERE u.id = ANY($1::bigint[]) ORDER BY u.id",
-                                           id_array_literal(ids))) {
+    // By primary key whatever the plan (id_rows_sql): finish() runs this for every update that
+    // ends, and device_updates keeps every update ever sent.
+    static const std::string sql = "WITH input AS (" + id_rows_sql(1) + ") SELECT " +
+                                   kUpdateColumns +
+                                   " FROM input JOIN device_updates u ON u.id = input.id "
+                                   "JOIN devices dv ON dv.id = u.device_id "
+                                   "LEFT JOIN deployments dp ON dp.id = u.deployment_id "
+                                   "ORDER BY u.id";
+    for (const auto& row : tx->exec_params(sql, id_array_literal(ids))) {
         out.push_back(update_from(row));
     }
     return out;
@@ -70,17 +76,22 @@ std::vector<RolloutCandidate> candidates(Tx& tx, std::int64_t product_id,
                                          const std::vector<std::int64_t>& device_ids) {
     std::vector<RolloutCandidate> out;
     if (device_ids.empty()) return out;
-    const auto rows = tx->exec_params(
-        "SELECT d.id, d.org_id, d.identifier, coalesce(d.platform, ''), "
+    // Every join asks this for a device or a few: by primary key whatever the plan
+    // (id_rows_sql; the OFFSET 0 keeps a plan made while the product had few devices from
+    // reading all of them through the product's index per id), and the in-flight test a lookup
+    // per device (its OFFSET 0 keeps it from becoming an anti-join over every in-flight update).
+    static const std::string sql =
+        "WITH input AS (" + id_rows_sql(2) +
+        ") SELECT d.id, d.org_id, d.identifier, coalesce(d.platform, ''), "
         "coalesce(d.architecture, ''), coalesce(d.version, ''), coalesce(d.firmware_uuid, ''), "
-        "array_to_json(d.tags)::text FROM devices d "
-        "WHERE d.id = ANY($2::bigint[]) AND d.product_id = $1 AND d.deleted_at IS NULL "
+        "array_to_json(d.tags)::text FROM input "
+        "JOIN LATERAL (SELECT * FROM devices WHERE id = input.id OFFSET 0) d ON true "
+        "WHERE d.product_id = $1 AND d.deleted_at IS NULL "
         "AND NOT d.disabled AND d.updates_enabled AND d.firmware_uuid IS NOT NULL "
         "AND (d.updates_blocked_until IS NULL OR d.updates_blocked_until <= now()) "
-        "AND NOT EXISTS (SELECT 1 FROM device_updates u WHERE u.device_id = d.id "
-        "AND u.status = 'in_flight') "
-        "ORDER BY d.connected_at NULLS LAST, d.id",
-        product_id, id_array_literal(device_ids));
+        "AND NOT " +
+        in_flight_exists_sql("d.id") + " ORDER BY d.connected_at NULLS LAST, d.id";
+    const auto rows = tx->exec_params(sql, product_id, id_array_literal(device_ids));
     out.reserve(rows.size());
     for (const auto& r : rows) {
         RolloutCandidate c;
