@@ -462,7 +462,7 @@ function hubEnv(extra = {}) {
 }
 
 /** Product `demo`, its key, firmware 1.0.0 and 2.0.0, and a device CA with a JITP profile. */
-async function setupProduct(hub, { ca = new BenchCa() } = {}) {
+async function setupProduct(hub, { ca = new BenchCa(), steady = false } = {}) {
   const token = await hub.login();
   const fx = new DeviceFixture(hub, token, null);
   const api = async (method, urlPath, body, wantStatus) => {
@@ -483,6 +483,13 @@ async function setupProduct(hub, { ca = new BenchCa() } = {}) {
   fs.writeFileSync(path.join(dir, 'devca.crt'), ca.certPem);
   fs.writeFileSync(path.join(dir, 'devca.key'), ca.key.export({ type: 'pkcs8', format: 'pem' }));
   fs.writeFileSync(path.join(dir, 'join.json'), JSON.stringify(nervesHubLinkJoinPayload({ uuid: V1, version: '1.0.0', product: 'demo' })));
+  if (steady) {
+    // A fleet at rest: an active deployment ships the firmware the devices already run, so every
+    // join is resolved against it and finds nothing to send.
+    await api('POST', '/api/orgs/acme/products/demo/deployments', {
+      name: 'steady', firmware: V1, is_active: true, conditions: { version: '>= 0.0.0', tags: ['bench'] },
+    }, 201);
+  }
   return { token, fx, api, ca, dir };
 }
 
@@ -578,7 +585,10 @@ async function hubScenarios(R, { memoryOnly = false, handshakeOnly = false } = {
   const certs = makeServerCerts(scratchDir('certs-'));
   let hub = await startHub({ env, certs });
   noteAllocator(R, hub);
-  const setup = await setupProduct(hub);
+  // BENCH_STEADY=0: no deployment at all (before 2026-12-05 the hub scenarios ran without one).
+  const steady = process.env.BENCH_STEADY !== '0';
+  R.hub.steady_deployment = steady;
+  const setup = await setupProduct(hub, { steady });
   const loads = [];
   try {
     await sleep(1000);
@@ -824,6 +834,11 @@ function markdown(R, F) {
   lines.push(`Machine: ${R.machine.cores} × ${R.machine.cpu}, ${R.machine.memGiB} GiB RAM, kernel ${R.machine.kernel}, fd limit ${R.machine.nofile}.`);
   lines.push(`Versions: otahub ${R.versions.otahub} (malloc: ${R.versions.allocator || 'n/a'}); ${R.versions.openssl}; ${R.versions.mosquitto}; ${R.versions.nginx}; ${R.versions.postgres}.`);
   lines.push(`Load average at start: ${R.machine.loadavgStart.join(' ')}; at end: ${R.machine.loadavgEnd.join(' ')}.`);
+  if (h.steady_deployment !== undefined) {
+    lines.push(h.steady_deployment
+      ? 'Fleet: an active deployment of the firmware the devices run (each join resolved against it).'
+      : 'Fleet: no deployment (`BENCH_STEADY=0`).');
+  }
   if (R.shared) lines.push('', `**The machine was shared during this run**: other processes used CPU (foreign CPU % of one core per step is in the JSON, \`*_foreign_cpu_pct\`). Wall-clock rates are pessimistic; CPU-per-operation figures are not affected much.`);
   lines.push('', '| figure | hub | anchor (same run) | ratio | target |', '|---|---|---|---|---|');
   for (const r of rows) lines.push(`| ${r.join(' | ')} |`);
