@@ -204,7 +204,39 @@ void RolloutEngine::end_update(std::int64_t device_id, const std::string& status
 
 // ---- evaluation ----
 
-void RolloutEngine::product_changed(std::int64_t product_id) { schedule(product_id, std::nullopt); }
+void RolloutEngine::product_changed(std::int64_t product_id) {
+    forget_deployments(product_id);
+    schedule(product_id, std::nullopt);
+}
+
+std::shared_ptr<const RolloutEngine::ActiveDeployments> RolloutEngine::active_deployments(
+    db::Tx& tx, std::int64_t product_id) {
+    std::uint64_t epoch = 0;
+    {
+        const std::lock_guard lock{mutex_};
+        if (auto it = deployments_.find(product_id); it != deployments_.end()) return it->second;
+        epoch = deployments_epoch_;
+    }
+    auto loaded = std::make_shared<ActiveDeployments>();
+    loaded->rows = db::rollouts::active_deployments(tx, product_id);
+    loaded->compiled.reserve(loaded->rows.size());
+    for (const auto& d : loaded->rows) loaded->compiled.emplace_back(facts_of(d));
+    {
+        const std::lock_guard lock{mutex_};
+        if (epoch == deployments_epoch_) deployments_[product_id] = loaded;
+    }
+    return loaded;
+}
+
+void RolloutEngine::forget_deployments(std::optional<std::int64_t> product_id) {
+    const std::lock_guard lock{mutex_};
+    ++deployments_epoch_;
+    if (product_id) {
+        deployments_.erase(*product_id);
+    } else {
+        deployments_.clear();
+    }
+}
 
 void RolloutEngine::device_changed(std::int64_t device_id) {
     std::int64_t product_id = 0;
@@ -304,22 +336,19 @@ void RolloutEngine::evaluate(std::int64_t product_id, const std::vector<std::int
     // lock before it takes any slot).
     db_.autocommit([&](db::Tx& tx) {
         wanted.clear();
-        auto deployments = db::rollouts::active_deployments(tx, product_id);
-        if (deployments.empty()) return;
-        std::vector<resolution::CompiledDeployment> compiled;
-        compiled.reserve(deployments.size());
-        for (const auto& d : deployments) compiled.emplace_back(facts_of(d));
+        const auto active = active_deployments(tx, product_id);
+        if (active->rows.empty()) return;
 
         // Which deployment each free device resolves to, when that is new firmware for it.
         std::map<std::size_t, std::vector<std::int64_t>> chosen_by;
         for (const auto& candidate : db::rollouts::candidates(tx, product_id, device_ids)) {
-            auto chosen = resolution::choose(facts_of(candidate, product_id), compiled);
+            auto chosen = resolution::choose(facts_of(candidate, product_id), active->compiled);
             if (!chosen) continue;
-            if (deployments[*chosen].firmware_uuid == candidate.firmware_uuid) continue;
+            if (active->rows[*chosen].firmware_uuid == candidate.firmware_uuid) continue;
             chosen_by[*chosen].push_back(candidate.id);
         }
         for (auto& [index, devices] : chosen_by) {
-            wanted.push_back(Wanted{std::move(deployments[index]), std::move(devices)});
+            wanted.push_back(Wanted{active->rows[index], std::move(devices)});
         }
     });
     for (const auto& w : wanted) start_updates(w.deployment, w.devices);
@@ -422,7 +451,9 @@ void RolloutEngine::sweep() {
         if (batch < 500) break;
     }
     if (!woken.empty()) spdlog::info("expired in-flight updates of {} product(s)", woken.size());
-    // Every device connected here is re-evaluated: penalties that ended, notifications lost.
+    // Every device connected here is re-evaluated, with deployments read again: penalties that
+    // ended, notifications lost.
+    forget_deployments(std::nullopt);
     std::set<std::int64_t> products;
     {
         const std::lock_guard lock{mutex_};

@@ -20,6 +20,7 @@
 #include "server/app/config.hpp"
 #include "server/device/registry.hpp"
 #include "server/device/session_info.hpp"
+#include "server/domain/resolution.hpp"
 #include "server/net/asio.hpp"
 
 /// Deployments in motion: which connected device gets which `update`, when, and how many at
@@ -68,7 +69,8 @@ class RolloutEngine {
     /// A session of this node ended.
     void on_disconnect(const device::SessionInfo& info);
 
-    /// Re-evaluates every device of `product_id` connected here (bus: deployment changed, wake).
+    /// Re-evaluates every device of `product_id` connected here, with its deployments read again
+    /// (bus: deployment changed, wake).
     void product_changed(std::int64_t product_id);
     /// Re-evaluates one device if it is connected here (bus: device changed).
     void device_changed(std::int64_t device_id);
@@ -80,7 +82,7 @@ class RolloutEngine {
     void start(std::chrono::milliseconds interval);
     /// Stops the sweep thread and waits for queued evaluations. Idempotent.
     void stop();
-    /// One sweep (blocking).
+    /// One sweep (blocking): also reads every product's deployments again.
     void sweep();
     /// Devices joined on this node.
     std::size_t local_devices() const;
@@ -89,6 +91,11 @@ class RolloutEngine {
     struct Local {
         std::int64_t product_id = 0;
         std::int64_t connection_id = 0;
+    };
+    /// A product's active deployments in resolution order, compiled once for many devices.
+    struct ActiveDeployments {
+        std::vector<db::DeploymentRow> rows;
+        std::vector<resolution::CompiledDeployment> compiled;
     };
     struct Pending {
         bool running = false;
@@ -99,6 +106,14 @@ class RolloutEngine {
     void schedule(std::int64_t product_id, std::optional<std::int64_t> device_id);
     void drain(std::int64_t product_id);
     void evaluate(std::int64_t product_id, const std::vector<std::int64_t>& device_ids);
+    /// The product's active deployments: read in `tx` and kept until forget_deployments (every
+    /// change to a deployment publishes deployment_changed, and the sweep forgets them all, so
+    /// a lost notification only delays an update as before). A join is then resolved with one
+    /// statement, not two.
+    std::shared_ptr<const ActiveDeployments> active_deployments(db::Tx& tx,
+                                                                std::int64_t product_id);
+    /// Forgets the kept deployments of `product_id`, or of every product.
+    void forget_deployments(std::optional<std::int64_t> product_id);
     /// Records and sends `deployment`'s update to `devices` (resolved to it) in chunks, each in
     /// its own transaction under the deployment's row lock: the first devices get their frame
     /// while the in-flight rows of the others are still being written.
@@ -125,6 +140,9 @@ class RolloutEngine {
     bool stopped_ = false;
     std::condition_variable idle_;
     std::unordered_map<std::int64_t, std::shared_ptr<net::asio::system_timer>> timers_;
+    std::unordered_map<std::int64_t, std::shared_ptr<const ActiveDeployments>> deployments_;
+    /// Bumped by every forget_deployments: a read that began before it is not kept.
+    std::uint64_t deployments_epoch_ = 0;
 
     std::mutex sweep_mutex_;
     std::condition_variable sweep_cv_;
