@@ -201,8 +201,35 @@ void soft_delete(Tx& tx, std::int64_t id) {
 
 namespace {
 
-nlohmann::json optional_text(const std::optional<std::string>& text) {
-    return text ? nlohmann::json(*text) : nlohmann::json(nullptr);
+// `"name":"value"` after a comma, `value` as a JSON string. Names and addresses are the peer's
+// text, not necessarily UTF-8: anything but printable ASCII goes through nlohmann's serializer,
+// which replaces invalid UTF-8.
+void append_json_member(std::string& out, std::string_view name, const std::string& value) {
+    out += ",\"";
+    out += name;
+    out += "\":";
+    const bool plain = std::all_of(value.begin(), value.end(), [](char ch) {
+        return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
+    });
+    if (plain) {
+        out.push_back('"');
+        out += value;
+        out.push_back('"');
+    } else {
+        out += nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+}
+
+// `"name":null` after a comma when there is no value, else append_json_member.
+void append_json_optional(std::string& out, std::string_view name,
+                          const std::optional<std::string>& value) {
+    if (value) {
+        append_json_member(out, name, *value);
+        return;
+    }
+    out += ",\"";
+    out += name;
+    out += "\":null";
 }
 
 }  // namespace
@@ -210,26 +237,34 @@ nlohmann::json optional_text(const std::optional<std::string>& text) {
 std::vector<JoinFacts> record_joins(Tx& tx, const std::vector<JoinRecord>& joins) {
     std::vector<JoinFacts> out(joins.size());
     if (joins.empty()) return out;
-    nlohmann::json input = nlohmann::json::array();
+    // Written out rather than built as a JSON document (a tree of maps per join, the metadata
+    // copied into it), as check_open_or_provision's input is. Report strings are the device's
+    // (cut on character boundaries): invalid UTF-8 is replaced, never thrown on.
+    std::string input = "[";
+    input.reserve(joins.size() * 512);
     for (std::size_t n = 0; n < joins.size(); ++n) {
         const auto& j = joins[n];
         if (!j.report) throw ApiError(ErrorCode::kInternal, "join without report");
         const auto& r = *j.report;
-        input.push_back({{"n", n},
-                         {"id", j.device_id},
-                         {"uuid", optional_text(r.uuid)},
-                         {"version", optional_text(r.version)},
-                         {"platform", optional_text(r.platform)},
-                         {"architecture", optional_text(r.architecture)},
-                         {"product", optional_text(r.product)},
-                         {"metadata", r.metadata},
-                         {"api", optional_text(r.device_api_version)},
-                         {"validation", r.validation_status},
-                         {"revert", r.auto_revert_detected},
-                         {"downloading", optional_text(r.currently_downloading_uuid)},
-                         {"fp", j.fingerprint},
-                         {"ca", j.ca_id}});
+        if (n > 0) input.push_back(',');
+        input += "{\"n\":" + std::to_string(n);
+        input += ",\"id\":" + std::to_string(j.device_id);
+        append_json_optional(input, "uuid", r.uuid);
+        append_json_optional(input, "version", r.version);
+        append_json_optional(input, "platform", r.platform);
+        append_json_optional(input, "architecture", r.architecture);
+        append_json_optional(input, "product", r.product);
+        input += ",\"metadata\":";
+        input += r.metadata.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        append_json_optional(input, "api", r.device_api_version);
+        append_json_member(input, "validation", r.validation_status);
+        input += r.auto_revert_detected ? ",\"revert\":true" : ",\"revert\":false";
+        append_json_optional(input, "downloading", r.currently_downloading_uuid);
+        append_json_member(input, "fp", j.fingerprint);
+        input += ",\"ca\":" + std::to_string(j.ca_id);
+        input.push_back('}');
     }
+    input.push_back(']');
     // The UPDATE runs whether or not the outer SELECT reads it (PostgreSQL always completes
     // data-modifying CTEs); the two facts read tables it does not touch. Fences against the
     // generic plan a pooled connection keeps (made at its sixth execution, possibly while the
@@ -251,9 +286,7 @@ std::vector<JoinFacts> record_joins(Tx& tx, const std::vector<JoinRecord>& joins
         "SELECT i.n, (" +
         rollouts::in_flight_exists_sql("i.id") + "), (" +
         managed_ca::rotation_work_sql("i.fp", "i.ca") + ") FROM input i ORDER BY i.n";
-    // Report strings are the device's (cut on character boundaries); replace, never throw.
-    const auto rows =
-        tx->exec_params(sql, input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    const auto rows = tx->exec_params(sql, input);
     if (rows.size() != joins.size()) {
         throw ApiError(ErrorCode::kInternal, "join batch: one row per join expected");
     }
@@ -512,25 +545,6 @@ const std::string& check_open_or_provision_sql() {
         "LEFT JOIN j_device d ON d.org_id = jp.org AND d.identifier = jp.identifier "
         "LEFT JOIN j_connection jc ON jc.certificate_fingerprint = i.fp ORDER BY i.n";
     return sql;
-}
-
-// `"name":"value"` after a comma, `value` as a JSON string. Names and addresses are the peer's
-// text, not necessarily UTF-8: anything but printable ASCII goes through nlohmann's serializer,
-// which replaces invalid UTF-8.
-void append_json_member(std::string& out, std::string_view name, const std::string& value) {
-    out += ",\"";
-    out += name;
-    out += "\":";
-    const bool plain = std::all_of(value.begin(), value.end(), [](char ch) {
-        return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
-    });
-    if (plain) {
-        out.push_back('"');
-        out += value;
-        out.push_back('"');
-    } else {
-        out += nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    }
 }
 
 ConnectionCheck check_from(const pqxx::row& row) {

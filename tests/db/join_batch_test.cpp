@@ -130,6 +130,45 @@ TEST_F(JoinBatch, OneStatementStoresEveryReportAndReadsEachJoinsOwnFacts) {
     });
 }
 
+TEST_F(JoinBatch, EveryReportFieldIsStoredAsTheDeviceSentItWhateverItsBytes) {
+    // The report is the device's text: quotes, backslashes, control characters and bytes that
+    // are not UTF-8 (replaced by U+FFFD, never refused) in every field; absent fields are NULL.
+    FirmwareReport report;
+    report.uuid = "uuid \"q\" \\ end";
+    report.version = "1.0\xFF";
+    report.platform = "rpi\n4\t";
+    report.architecture = "caf\xC3\xA9";
+    report.device_api_version = "2.2.0";
+    report.currently_downloading_uuid = "dl\x01";
+    report.validation_status = "validated";
+    report.auto_revert_detected = true;
+    report.metadata = {{"note", "x\xFEy"}, {"nested", {{"n", 1}}}};
+    const devices::JoinRecord record{
+        devices_[0], std::make_shared<const FirmwareReport>(std::move(report)), "F\"P", ca_};
+    std::vector<devices::JoinFacts> facts;
+    db_.autocommit([&](Tx& tx) { facts = devices::record_joins(tx, {record}); });
+    ASSERT_EQ(facts.size(), 1u);
+    db_.autocommit([&](Tx& tx) {
+        const auto row = tx->exec_params1(
+            "SELECT firmware_uuid, version, platform, architecture, firmware_product IS NULL, "
+            "device_api_version, currently_downloading_uuid, firmware_validation_status, "
+            "firmware_auto_revert_detected, firmware_metadata->>'note', "
+            "firmware_metadata->'nested'->>'n' FROM devices WHERE id = $1",
+            devices_[0]);
+        EXPECT_EQ(row[0].as<std::string>(), "uuid \"q\" \\ end");
+        EXPECT_EQ(row[1].as<std::string>(), "1.0\uFFFD");
+        EXPECT_EQ(row[2].as<std::string>(), "rpi\n4\t");
+        EXPECT_EQ(row[3].as<std::string>(), "caf\xC3\xA9");
+        EXPECT_TRUE(row[4].as<bool>()) << "no product reported";
+        EXPECT_EQ(row[5].as<std::string>(), "2.2.0");
+        EXPECT_EQ(row[6].as<std::string>(), "dl\x01");
+        EXPECT_EQ(row[7].as<std::string>(), "validated");
+        EXPECT_TRUE(row[8].as<bool>());
+        EXPECT_EQ(row[9].as<std::string>(), "x\uFFFDy");
+        EXPECT_EQ(row[10].as<std::string>(), "1");
+    });
+}
+
 TEST_F(JoinBatch, TheGenericPlanMadeOnNearlyEmptyTablesScansNoTableWhole) {
     // A pooled connection keeps the generic plan made at a statement's sixth execution; made on
     // nearly empty tables, an unfenced plan scans devices (or the certificates) whole for every
