@@ -595,15 +595,11 @@ class Provisioning : public ConnectionCheck {
     void SetUp() override {
         ConnectionCheck::SetUp();
         db_.run([&](Tx& tx) {
-            NewCaCertificate ca;
-            ca.org_id = org_;
+            auto ca = testing::fleet_ca(org_);
             ca.serial = "2002";
             ca.ski = "JITP:SKI";
             ca.subject = "CN=jitp CA";
             ca.fingerprint = "JITPCAFP";
-            ca.not_before = Clock::now() - std::chrono::hours(1);
-            ca.not_after = Clock::now() + std::chrono::hours(24);
-            ca.der = {0x30, 0x00};
             ca.jitp = JitpProfile{product_, "demo", {"field", "eu"}, "made on first contact"};
             jitp_ca_ = ca_certificates::create(tx, ca).id;
         });
